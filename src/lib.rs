@@ -1,0 +1,52 @@
+//! kubectl-kmm: prove that every KMM Module will work on an OpenShift release before upgrading.
+//!
+//! Flow: `cli` (flags) → `commands` (orchestration) → `release` / `registry` (core) → `output`.
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod output;
+pub mod registry;
+pub mod release;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::ExitStatus;
+
+/// Parse the command line, run, and turn the outcome into the documented exit code.
+pub fn main() -> ExitCode {
+    // One rustls provider for kube and oci-client alike; failing means one is already set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitStatus::BadInput.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    let term = output::Term::new(cli.verbose, cli.no_color);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitStatus::Environment.into();
+        }
+    };
+    match runtime.block_on(commands::run(cli, &term)) {
+        Ok(status) => status.into(),
+        Err(error) => {
+            term.error(&error);
+            error.exit_status().into()
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Everything the plugin writes to the terminal goes through here.
+
+pub mod dtk;
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use console::Style;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::registry::{Notice, Notifier};
+
+/// `-o` for commands whose default is human-readable text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Yaml,
+}
+
+/// Where and how to write: colour only on a terminal and never with `NO_COLOR`/`--no-color`.
+#[derive(Debug, Clone)]
+pub struct Term {
+    pub verbose: u8,
+    pub color: bool,
+    pub stdout_is_terminal: bool,
+    pub stderr_is_terminal: bool,
+}
+
+impl Term {
+    pub fn new(verbose: u8, no_color: bool) -> Self {
+        let no_color = no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let stdout_is_terminal = std::io::stdout().is_terminal();
+        let stderr_is_terminal = std::io::stderr().is_terminal();
+        Term {
+            verbose,
+            color: !no_color && stderr_is_terminal,
+            stdout_is_terminal,
+            stderr_is_terminal,
+        }
+    }
+
+    fn style(&self, style: Style) -> Style {
+        style.force_styling(self.color)
+    }
+
+    fn stderr_line(&self, line: &str) {
+        let mut err = std::io::stderr().lock();
+        // Nothing sensible to do if stderr is gone.
+        let _ = writeln!(err, "{line}");
+    }
+
+    pub fn error(&self, error: &Error) {
+        let label = self.style(Style::new().red().bold()).apply_to("error:");
+        self.stderr_line(&format!("{label} {error}"));
+        if let Some(hint) = error.hint() {
+            let label = self.style(Style::new().cyan()).apply_to("hint:");
+            self.stderr_line(&format!("  {label} {hint}"));
+        }
+    }
+
+    pub fn warn(&self, message: &str) {
+        let label = self
+            .style(Style::new().yellow().bold())
+            .apply_to("warning:");
+        self.stderr_line(&format!("{label} {message}"));
+    }
+
+    /// Shown with `-v`.
+    pub fn info(&self, message: &str) {
+        if self.verbose > 0 {
+            let label = self.style(Style::new().dim()).apply_to("info:");
+            self.stderr_line(&format!("{label} {message}"));
+        }
+    }
+
+    /// A notifier for core code: registry notices become `-v` lines.
+    pub fn notifier(&self) -> Notifier {
+        let term = self.clone();
+        Arc::new(move |notice| term.notice(&notice))
+    }
+
+    fn notice(&self, notice: &Notice) {
+        match notice {
+            Notice::Credentials { repository, source } => {
+                self.info(&format!("{repository}: credentials from {source}"))
+            }
+            Notice::Anonymous { repository } => {
+                self.info(&format!("{repository}: anonymous access"))
+            }
+            Notice::Retrying {
+                registry,
+                attempt,
+                reason,
+            } => self.info(&format!("{registry}: retry {attempt} after: {reason}")),
+            Notice::PlainHttp { registry } => self.info(&format!(
+                "{registry}: no TLS, using plain HTTP (--insecure-registry)"
+            )),
+            Notice::SkippedAuthFile { detail } => {
+                self.warn(&format!("ignoring unreadable auth file {detail}"))
+            }
+        }
+    }
+}
+
+pub fn to_json<T: Serialize>(value: &T) -> String {
+    // Our output types are plain data; serialisation cannot fail.
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+pub fn to_yaml<T: Serialize>(value: &T) -> String {
+    serde_yaml_ng::to_string(value).unwrap_or_else(|e| format!("error: {e}\n"))
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error worth reporting.
+pub fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+/// `1.5 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(200 * 1024 * 1024), "200.0 MiB");
+    }
+}

@@ -1,0 +1,547 @@
+//! Read files from image layers as a running container would see them.
+//!
+//! Layers are walked newest first; each one is a stream (decompressor → tar reader) that is
+//! dropped as soon as the answer is known. Whiteouts follow the OCI layer spec
+//! (image-spec `layer.md`): `.wh.<name>` removes `<name>` from lower layers, `.wh..wh..opq`
+//! hides every lower child of its directory, and either one never hides a file of its own layer.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+
+use flate2::read::MultiGzDecoder;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// Symlinks followed per file before giving up (the kernel's own limit is 40; 8 is plenty here).
+const MAX_SYMLINK_HOPS: usize = 8;
+
+/// Where the layers come from: a registry in production, memory in tests.
+pub trait LayerSource {
+    /// Number of layers.
+    fn layer_count(&self) -> usize;
+    /// Open layer `index` counted from the **top** (0 = newest), compressed or not.
+    fn open(&self, index_from_top: usize) -> io::Result<Box<dyn Read + '_>>;
+}
+
+#[derive(Debug)]
+pub enum FindError {
+    /// A wanted file is larger than the limit: refuse rather than buffer it.
+    TooLarge { path: String, size: u64, limit: u64 },
+    /// Reading or decoding a layer failed (the registry error, when there is one, is inside).
+    Io(io::Error),
+}
+
+impl From<io::Error> for FindError {
+    fn from(e: io::Error) -> Self {
+        FindError::Io(e)
+    }
+}
+
+/// Wrap `reader` in the decompressor its first bytes call for (gzip, zstd, or plain tar).
+/// Media types lie often enough (and OCI allows plain tar) that the magic bytes decide.
+pub fn decompress<'a>(mut reader: Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>> {
+    let mut head = [0u8; 4];
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let head_bytes = head[..filled].to_vec();
+    let whole = io::Cursor::new(head_bytes).chain(reader);
+    if filled >= 2 && head[..2] == GZIP_MAGIC {
+        Ok(Box::new(MultiGzDecoder::new(whole)))
+    } else if filled == 4 && head == ZSTD_MAGIC {
+        Ok(Box::new(zstd::Decoder::new(whole)?))
+    } else {
+        Ok(Box::new(whole))
+    }
+}
+
+/// Strip `./`, `/` and trailing `/` so `./etc/x`, `/etc/x` and `etc/x` compare equal.
+pub fn normalize(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
+}
+
+fn parent(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+fn base(path: &str) -> &str {
+    path.rfind('/').map_or(path, |i| &path[i + 1..])
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Proper ancestors of `path`: `a/b/c` → [`a`, `a/b`].
+fn ancestors(path: &str) -> Vec<&str> {
+    path.match_indices('/').map(|(i, _)| &path[..i]).collect()
+}
+
+/// What a layer holds at a wanted path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hit {
+    File(Vec<u8>),
+    HardLink(String),
+    /// A symlink at the path itself or at one of its ancestors (`at`).
+    SymLink {
+        at: String,
+        target: String,
+    },
+    /// A directory, device or anything else that is not file content.
+    NotAFile,
+}
+
+#[derive(Debug, Default)]
+struct LayerScan {
+    hits: HashMap<String, Hit>,
+    hidden: HashSet<String>,
+}
+
+/// Does an entry called `name` (of kind `is_dir`/`is_symlink`) hide `path` in lower layers?
+fn hides(name: &str, is_dir: bool, is_symlink: bool, path: &str) -> bool {
+    let file_name = base(name);
+    if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {
+        if file_name == OPAQUE_MARKER {
+            // Opaque directory: hides every lower child of parent(name).
+            let dir = parent(name);
+            return dir.is_empty() || path.starts_with(&format!("{dir}/"));
+        }
+        if hidden.starts_with(WHITEOUT_PREFIX) {
+            return false; // AUFS metadata such as .wh..wh.plnk, not a whiteout
+        }
+        let removed = join(parent(name), hidden);
+        return path == removed || path.starts_with(&format!("{removed}/"));
+    }
+    // A file (not a directory, not a symlink we would follow) replacing an ancestor directory.
+    !is_dir && !is_symlink && ancestors(path).contains(&name)
+}
+
+/// Scan one (decompressed) tar stream for `wanted` paths. Stops at the first moment every wanted
+/// path has a hit; a whiteout alone is not an answer, since a file of the same layer beats it.
+fn scan_layer(tar: impl Read, wanted: &[String], limit: u64) -> Result<LayerScan, FindError> {
+    let mut scan = LayerScan::default();
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        let kind = entry.header().entry_type();
+        let is_dir = kind.is_dir();
+        let is_symlink = kind.is_symlink();
+        for path in wanted {
+            if scan.hits.contains_key(path) {
+                continue;
+            }
+            if &name == path {
+                let hit = if kind.is_file() || kind == tar::EntryType::Continuous {
+                    let size = entry.size();
+                    if size > limit {
+                        return Err(FindError::TooLarge {
+                            path: path.clone(),
+                            size,
+                            limit,
+                        });
+                    }
+                    let mut content = Vec::with_capacity(size as usize);
+                    (&mut entry).take(limit + 1).read_to_end(&mut content)?;
+                    Hit::File(content)
+                } else if kind.is_hard_link() {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|b| normalize(&String::from_utf8_lossy(&b)))
+                        .unwrap_or_default();
+                    Hit::HardLink(target)
+                } else if is_symlink {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    Hit::SymLink {
+                        at: name.clone(),
+                        target,
+                    }
+                } else {
+                    Hit::NotAFile
+                };
+                scan.hits.insert(path.clone(), hit);
+            } else if is_symlink && ancestors(path).contains(&name.as_str()) {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                scan.hits.insert(
+                    path.clone(),
+                    Hit::SymLink {
+                        at: name.clone(),
+                        target,
+                    },
+                );
+            } else if hides(&name, is_dir, is_symlink, path) {
+                scan.hidden.insert(path.clone());
+            }
+        }
+        if wanted.iter().all(|p| scan.hits.contains_key(p)) {
+            break;
+        }
+    }
+    Ok(scan)
+}
+
+/// Where a symlink at `at` pointing to `target` sends `path`.
+fn follow_symlink(path: &str, at: &str, target: &str) -> String {
+    let rest = &path[at.len()..];
+    let resolved = if target.starts_with('/') {
+        normalize(target)
+    } else {
+        normalize(&join(parent(at), target))
+    };
+    normalize(&format!("{resolved}{rest}"))
+}
+
+/// Find `paths` (normalised or not) as a container sees them. The answer holds every wanted path:
+/// `Some(content)` when the file is visible, `None` when it is absent, deleted or not a regular file.
+pub fn find_files(
+    source: &dyn LayerSource,
+    paths: &[&str],
+    limit: u64,
+) -> Result<HashMap<String, Option<Vec<u8>>>, FindError> {
+    struct Lookup {
+        original: String,
+        current: String,
+        hops: usize,
+    }
+    let mut answers: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+    let mut round: Vec<Lookup> = paths
+        .iter()
+        .map(|p| Lookup {
+            original: p.to_string(),
+            current: normalize(p),
+            hops: 0,
+        })
+        .collect();
+
+    // A symlink sends its lookup back to the top layer, hence rounds.
+    while !round.is_empty() {
+        let mut next_round = Vec::new();
+        for layer in 0..source.layer_count() {
+            if round.is_empty() {
+                break;
+            }
+            let wanted: Vec<String> = round.iter().map(|l| l.current.clone()).collect();
+            let scan = scan_layer(decompress(source.open(layer)?)?, &wanted, limit)?;
+            let mut still_pending = Vec::new();
+            for mut lookup in round {
+                match scan.hits.get(&lookup.current) {
+                    Some(Hit::File(content)) => {
+                        answers.insert(lookup.original, Some(content.clone()));
+                    }
+                    Some(Hit::HardLink(target)) => {
+                        // The link's data lives in an earlier entry of this same layer.
+                        let again = scan_layer(
+                            decompress(source.open(layer)?)?,
+                            std::slice::from_ref(target),
+                            limit,
+                        )?;
+                        let content = match again.hits.get(target) {
+                            Some(Hit::File(content)) => Some(content.clone()),
+                            _ => None,
+                        };
+                        answers.insert(lookup.original, content);
+                    }
+                    Some(Hit::SymLink { at, target }) => {
+                        lookup.hops += 1;
+                        if lookup.hops > MAX_SYMLINK_HOPS {
+                            answers.insert(lookup.original, None);
+                        } else {
+                            lookup.current = follow_symlink(&lookup.current, at, target);
+                            next_round.push(lookup);
+                        }
+                    }
+                    Some(Hit::NotAFile) => {
+                        answers.insert(lookup.original, None);
+                    }
+                    None if scan.hidden.contains(&lookup.current) => {
+                        answers.insert(lookup.original, None);
+                    }
+                    None => still_pending.push(lookup),
+                }
+            }
+            round = still_pending;
+        }
+        for lookup in round {
+            answers.insert(lookup.original, None);
+        }
+        round = next_round;
+    }
+    Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    enum E<'a> {
+        File(&'a str, &'a [u8]),
+        Dir(&'a str),
+        Link(&'a str, &'a str),
+        Sym(&'a str, &'a str),
+    }
+
+    fn tar_of(entries: &[E]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match e {
+                E::File(name, data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    builder.append_data(&mut h, name, *data).unwrap();
+                }
+                E::Dir(name) => {
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Directory);
+                    builder.append_data(&mut h, name, &[][..]).unwrap();
+                }
+                E::Link(name, target) => {
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Link);
+                    builder.append_link(&mut h, name, target).unwrap();
+                }
+                E::Sym(name, target) => {
+                    h.set_size(0);
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    builder.append_link(&mut h, name, target).unwrap();
+                }
+            }
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Layers bottom first, as in a manifest; records how many were opened.
+    struct Mem {
+        layers: Vec<Vec<u8>>,
+        opened: std::cell::RefCell<Vec<usize>>,
+    }
+
+    impl Mem {
+        fn new(layers: Vec<Vec<u8>>) -> Self {
+            Mem {
+                layers,
+                opened: Default::default(),
+            }
+        }
+    }
+
+    impl LayerSource for Mem {
+        fn layer_count(&self) -> usize {
+            self.layers.len()
+        }
+        fn open(&self, i: usize) -> io::Result<Box<dyn Read + '_>> {
+            self.opened.borrow_mut().push(i);
+            Ok(Box::new(&self.layers[self.layers.len() - 1 - i][..]))
+        }
+    }
+
+    const P: &str = "etc/driver-toolkit-release.json";
+
+    fn find(layers: Vec<Vec<u8>>) -> Option<Vec<u8>> {
+        find_files(&Mem::new(layers), &[P], 1024)
+            .unwrap()
+            .remove(P)
+            .unwrap()
+    }
+
+    #[test]
+    fn newest_layer_wins_with_or_without_dot_prefix() {
+        let old = tar_of(&[
+            E::Dir("etc"),
+            E::File("etc/driver-toolkit-release.json", b"old"),
+        ]);
+        let new = tar_of(&[E::File("./etc/driver-toolkit-release.json", b"new")]);
+        assert_eq!(find(vec![old.clone(), new]).as_deref(), Some(&b"new"[..]));
+        let mem = Mem::new(vec![old, tar_of(&[E::File("usr/x", b"x")])]);
+        let found = find_files(&mem, &["/etc/driver-toolkit-release.json"], 1024).unwrap();
+        assert_eq!(
+            found["/etc/driver-toolkit-release.json"].as_deref(),
+            Some(&b"old"[..])
+        );
+        assert_eq!(*mem.opened.borrow(), vec![0, 1]);
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories_hide_lower_files() {
+        let base = tar_of(&[E::File("etc/driver-toolkit-release.json", b"old")]);
+        let wh = tar_of(&[E::File("etc/.wh.driver-toolkit-release.json", b"")]);
+        assert_eq!(find(vec![base.clone(), wh]), None);
+
+        let opq = tar_of(&[E::Dir("etc"), E::File("etc/.wh..wh..opq", b"")]);
+        assert_eq!(find(vec![base.clone(), opq]), None);
+
+        let dir_gone = tar_of(&[E::File(".wh.etc", b"")]);
+        assert_eq!(find(vec![base.clone(), dir_gone]), None);
+
+        // A whiteout for a sibling hides nothing.
+        let sibling = tar_of(&[E::File("etc/.wh.other.json", b"")]);
+        assert_eq!(
+            find(vec![base.clone(), sibling]).as_deref(),
+            Some(&b"old"[..])
+        );
+
+        // AUFS metadata is not a whiteout.
+        let plnk = tar_of(&[E::File(".wh..wh.plnk/12.34", b"")]);
+        assert_eq!(find(vec![base.clone(), plnk]).as_deref(), Some(&b"old"[..]));
+
+        // etc replaced by a regular file.
+        let etc_file = tar_of(&[E::File("etc", b"not a dir")]);
+        assert_eq!(find(vec![base, etc_file]), None);
+    }
+
+    #[test]
+    fn same_layer_file_beats_its_whiteout_in_any_order() {
+        let base = tar_of(&[E::File("etc/driver-toolkit-release.json", b"old")]);
+        let after = tar_of(&[
+            E::File("etc/.wh..wh..opq", b""),
+            E::File("etc/driver-toolkit-release.json", b"new"),
+        ]);
+        let before = tar_of(&[
+            E::File("etc/driver-toolkit-release.json", b"new"),
+            E::File("etc/.wh..wh..opq", b""),
+        ]);
+        assert_eq!(
+            find(vec![base.clone(), after]).as_deref(),
+            Some(&b"new"[..])
+        );
+        assert_eq!(find(vec![base, before]).as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn compressed_layers_and_absent_files() {
+        let gz = gzip(&tar_of(&[E::File(
+            "etc/driver-toolkit-release.json",
+            b"gz",
+        )]));
+        assert_eq!(find(vec![gz]).as_deref(), Some(&b"gz"[..]));
+        let zst = zstd::encode_all(
+            &tar_of(&[E::File("etc/driver-toolkit-release.json", b"zst")])[..],
+            3,
+        )
+        .unwrap();
+        assert_eq!(find(vec![zst]).as_deref(), Some(&b"zst"[..]));
+        assert_eq!(find(vec![tar_of(&[E::File("etc/other", b"")])]), None);
+        assert_eq!(find(vec![Vec::new()]), None);
+    }
+
+    #[test]
+    fn stops_reading_once_every_file_is_found() {
+        // Layer 0 (top) has both files first, followed by a body that is not even a valid tar:
+        // reading past the two entries would fail.
+        let mut top = tar_of(&[
+            E::File("release-manifests/image-references", b"refs"),
+            E::File("release-manifests/release-metadata", b"meta"),
+        ]);
+        top.truncate(top.len() - 1024); // drop the end-of-archive blocks
+        top.extend(std::iter::repeat_n(0xAB, 4096));
+        let mem = Mem::new(vec![tar_of(&[E::File("x", b"x")]), top]);
+        let found = find_files(
+            &mem,
+            &[
+                "release-manifests/image-references",
+                "release-manifests/release-metadata",
+            ],
+            1024,
+        )
+        .unwrap();
+        assert_eq!(
+            found["release-manifests/release-metadata"].as_deref(),
+            Some(&b"meta"[..])
+        );
+        assert_eq!(*mem.opened.borrow(), vec![0]);
+    }
+
+    #[test]
+    fn links_are_followed() {
+        let hard = tar_of(&[
+            E::File("usr/lib/dtk.json", b"hard"),
+            E::Link("etc/driver-toolkit-release.json", "usr/lib/dtk.json"),
+        ]);
+        assert_eq!(find(vec![hard]).as_deref(), Some(&b"hard"[..]));
+
+        let target = tar_of(&[E::File("usr/share/dtk.json", b"sym")]);
+        let sym = tar_of(&[E::Sym(
+            "etc/driver-toolkit-release.json",
+            "../usr/share/dtk.json",
+        )]);
+        assert_eq!(
+            find(vec![target.clone(), sym]).as_deref(),
+            Some(&b"sym"[..])
+        );
+
+        let dir_sym = tar_of(&[E::Sym("etc", "/usr/share/etc")]);
+        let moved = tar_of(&[E::File(
+            "usr/share/etc/driver-toolkit-release.json",
+            b"moved",
+        )]);
+        assert_eq!(find(vec![moved, dir_sym]).as_deref(), Some(&b"moved"[..]));
+
+        let looping = tar_of(&[E::Sym(
+            "etc/driver-toolkit-release.json",
+            "driver-toolkit-release.json",
+        )]);
+        assert_eq!(find(vec![looping]), None);
+    }
+
+    #[test]
+    fn refuses_oversized_files() {
+        let big = tar_of(&[E::File("etc/driver-toolkit-release.json", &[b'x'; 2048])]);
+        let err = find_files(&Mem::new(vec![big]), &[P], 1024).unwrap_err();
+        assert!(matches!(
+            err,
+            FindError::TooLarge {
+                size: 2048,
+                limit: 1024,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(normalize("./etc/x"), "etc/x");
+        assert_eq!(normalize("/etc//x/"), "etc/x");
+        assert_eq!(normalize("."), "");
+        assert_eq!(
+            follow_symlink("etc/a.json", "etc/a.json", "b.json"),
+            "etc/b.json"
+        );
+        assert_eq!(follow_symlink("etc/a.json", "etc", "/x/y"), "x/y/a.json");
+    }
+}

@@ -1,0 +1,719 @@
+//! Registry access on top of oci-client: credentials as podman finds them, anonymous first and
+//! credentials on 401, `--insecure-registry` and extra CAs, bounded retries, and byte accounting.
+
+pub mod auth;
+pub mod cache;
+pub mod layers;
+pub mod manifest;
+pub mod reference;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+
+use crate::error::{Error, Result};
+use auth::{Credentials, Found};
+use manifest::Descriptor;
+use reference::ImageRef;
+
+const MAX_ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Resumptions of one blob after its connection dropped mid-stream.
+const MAX_RESUMES: u32 = 4;
+const USER_AGENT: &str = concat!("kubectl-kmm/", env!("CARGO_PKG_VERSION"));
+
+/// Things worth telling the user with `-v`. The output layer decides how to show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Which source of credentials served a repository (never the credentials themselves).
+    Credentials {
+        repository: String,
+        source: String,
+    },
+    Anonymous {
+        repository: String,
+    },
+    Retrying {
+        registry: String,
+        attempt: u32,
+        reason: String,
+    },
+    PlainHttp {
+        registry: String,
+    },
+    SkippedAuthFile {
+        detail: String,
+    },
+}
+
+pub type Notifier = Arc<dyn Fn(Notice) + Send + Sync>;
+
+/// Proxy settings for registry traffic (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+#[derive(Debug, Clone, Default)]
+pub struct Proxy {
+    pub https: Option<String>,
+    pub http: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl Proxy {
+    pub fn from_env() -> Self {
+        let var = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+        };
+        Proxy {
+            https: var(&["HTTPS_PROXY", "https_proxy"]),
+            http: var(&["HTTP_PROXY", "http_proxy"]),
+            no_proxy: var(&["NO_PROXY", "no_proxy"]),
+        }
+    }
+}
+
+pub struct RegistryOptions {
+    /// `host[:port]` allowed plain HTTP or unverified TLS.
+    pub insecure: Vec<String>,
+    /// PEM certificates trusted in addition to the system's.
+    pub ca_certificates: Vec<Vec<u8>>,
+    pub credentials: Credentials,
+    pub proxy: Proxy,
+    pub notify: Notifier,
+}
+
+/// Read PEM files given to `--registry-ca`, one certificate per entry.
+pub fn load_ca_files(paths: &[impl AsRef<Path>]) -> Result<Vec<Vec<u8>>> {
+    let mut certs = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::CaFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let begin = "-----BEGIN CERTIFICATE-----";
+        let end = "-----END CERTIFICATE-----";
+        let mut found = 0;
+        for block in text.split(begin).skip(1) {
+            let Some(stop) = block.find(end) else { break };
+            certs.push(format!("{begin}{}{end}\n", &block[..stop]).into_bytes());
+            found += 1;
+        }
+        if found == 0 {
+            return Err(Error::CaFile {
+                path: path.to_path_buf(),
+                reason: "no PEM certificate found".into(),
+            });
+        }
+    }
+    Ok(certs)
+}
+
+/// Totals for `-v` and the benchmark.
+#[derive(Debug, Default)]
+struct Stats {
+    requests: AtomicU64,
+    manifest_bytes: AtomicU64,
+    blob_bytes: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transferred {
+    pub requests: u64,
+    pub manifest_bytes: u64,
+    pub blob_bytes: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    registry: String,
+    plain_http: bool,
+    /// The credential source, or None for anonymous access.
+    credentials: Option<String>,
+}
+
+struct Inner {
+    options: RegistryOptions,
+    clients: Mutex<HashMap<ClientKey, oci_client::Client>>,
+    /// Insecure registries that turned out to speak plain HTTP.
+    plain_http: Mutex<HashSet<String>>,
+    /// Repositories where anonymous access was refused: go straight to credentials.
+    needs_credentials: Mutex<HashSet<String>>,
+    announced: Mutex<HashSet<String>>,
+    stats: Stats,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+/// A raw manifest and the digest it was verified against.
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    pub body: Bytes,
+    pub digest: String,
+}
+
+/// Why one authentication mode did not work out.
+enum Failure {
+    /// Refused: the caller may try again with credentials.
+    Unauthorized,
+    Fatal(Error),
+}
+
+/// How an oci-client failure should be handled.
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    NotFound,
+    Unauthorized,
+    Retryable,
+    Unreachable,
+    Tls,
+    Other,
+}
+
+/// The error chain, outermost first: reqwest hides the useful part ("connection refused",
+/// "invalid peer certificate") in its sources.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn looks_like_tls(detail: &str) -> bool {
+    let lower = detail.to_ascii_lowercase();
+    [
+        "certificate",
+        "tls",
+        "handshake",
+        "invalidcontenttype",
+        "corrupt message",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
+}
+
+fn classify(e: &OciDistributionError) -> Class {
+    use OciDistributionError as E;
+    match e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => Class::Unauthorized,
+        E::ImageManifestNotFoundError(_) => Class::NotFound,
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                Class::NotFound
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                Class::Unauthorized
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
+            {
+                Class::Retryable
+            } else {
+                Class::Other
+            }
+        }
+        E::ServerError { code, .. } => match code {
+            404 => Class::NotFound,
+            401 | 403 => Class::Unauthorized,
+            429 | 500..=599 => Class::Retryable,
+            _ => Class::Other,
+        },
+        E::RequestError(err) => {
+            let detail = chain(err);
+            if looks_like_tls(&detail) {
+                Class::Tls
+            } else if err.is_connect() {
+                Class::Unreachable
+            } else if err.is_timeout() || err.is_request() || err.is_body() || err.is_decode() {
+                Class::Retryable
+            } else {
+                Class::Other
+            }
+        }
+        E::IoError(_) => Class::Retryable,
+        _ => Class::Other,
+    }
+}
+
+fn describe(e: &OciDistributionError) -> String {
+    match e {
+        OciDistributionError::RequestError(err) => chain(err),
+        OciDistributionError::ServerError { code, message, .. } => {
+            let message = message.trim();
+            if message.is_empty() {
+                format!("HTTP {code}")
+            } else {
+                format!(
+                    "HTTP {code}: {}",
+                    message.chars().take(200).collect::<String>()
+                )
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Registry {
+    pub fn new(options: RegistryOptions) -> Self {
+        for detail in &options.credentials.skipped {
+            (options.notify)(Notice::SkippedAuthFile {
+                detail: detail.clone(),
+            });
+        }
+        Registry {
+            inner: Arc::new(Inner {
+                options,
+                clients: Mutex::default(),
+                plain_http: Mutex::default(),
+                needs_credentials: Mutex::default(),
+                announced: Mutex::default(),
+                stats: Stats::default(),
+            }),
+        }
+    }
+
+    pub fn transferred(&self) -> Transferred {
+        let s = &self.inner.stats;
+        Transferred {
+            requests: s.requests.load(Ordering::Relaxed),
+            manifest_bytes: s.manifest_bytes.load(Ordering::Relaxed),
+            blob_bytes: s.blob_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn notify(&self, notice: Notice) {
+        (self.inner.options.notify)(notice);
+    }
+
+    fn is_insecure(&self, registry: &str) -> bool {
+        self.inner.options.insecure.iter().any(|h| h == registry)
+    }
+
+    fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        // A panic while holding one of these locks cannot leave the sets inconsistent.
+        mutex
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn client(&self, registry: &str, credentials: Option<&Found>) -> Result<oci_client::Client> {
+        let plain_http = Self::lock(&self.inner.plain_http).contains(registry);
+        let key = ClientKey {
+            registry: registry.to_string(),
+            plain_http,
+            credentials: credentials.map(|f| f.source.clone()),
+        };
+        let mut clients = Self::lock(&self.inner.clients);
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let options = &self.inner.options;
+        let config = ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::HttpsExcept(vec![registry.to_string()])
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: self.is_insecure(registry),
+            extra_root_certificates: options
+                .ca_certificates
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            connect_timeout: Some(Duration::from_secs(15)),
+            read_timeout: Some(Duration::from_secs(60)),
+            user_agent: USER_AGENT,
+            https_proxy: options.proxy.https.clone(),
+            http_proxy: options.proxy.http.clone(),
+            no_proxy: options.proxy.no_proxy.clone(),
+            ..Default::default()
+        };
+        let client = oci_client::Client::try_from(config).map_err(|e| Error::RegistryTls {
+            registry: registry.to_string(),
+            detail: format!("cannot set up the HTTP client: {}", describe(&e)),
+        })?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Run `op` against `image` with retries, the HTTP fallback for insecure registries, and
+    /// anonymous access first with credentials on refusal.
+    async fn call<T, F, Fut>(&self, image: &ImageRef, op: F) -> Result<T>
+    where
+        F: Fn(oci_client::Client, oci_client::Reference, RegistryAuth) -> Fut,
+        Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
+    {
+        let repository = image.repository_path();
+        let found = self.inner.options.credentials.lookup(image);
+        let anonymous_first =
+            found.is_none() || !Self::lock(&self.inner.needs_credentials).contains(&repository);
+        if anonymous_first {
+            match self.attempt(image, None, &op).await {
+                Err(Failure::Unauthorized) if found.is_some() => {
+                    Self::lock(&self.inner.needs_credentials).insert(repository.clone());
+                }
+                Err(Failure::Unauthorized) => return Err(self.unauthorized(image, None)),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Ok(value) => {
+                    self.announce(&repository, None);
+                    return Ok(value);
+                }
+            }
+        }
+        let found = found.as_ref();
+        match self.attempt(image, found, &op).await {
+            Ok(value) => {
+                self.announce(&repository, found);
+                Ok(value)
+            }
+            Err(Failure::Unauthorized) => Err(self.unauthorized(image, found)),
+            Err(Failure::Fatal(e)) => Err(e),
+        }
+    }
+
+    fn unauthorized(&self, image: &ImageRef, found: Option<&Found>) -> Error {
+        let credentials = match found {
+            Some(f) => format!("credentials from {} were refused", f.source),
+            None => {
+                let searched = self.inner.options.credentials.searched();
+                if searched.is_empty() {
+                    "anonymous access was refused and no auth file was found".to_string()
+                } else {
+                    format!(
+                        "anonymous access was refused and none of {} has an entry for it",
+                        searched.join(", ")
+                    )
+                }
+            }
+        };
+        Error::Unauthorized {
+            image: image.to_string(),
+            registry: image.registry.clone(),
+            credentials,
+        }
+    }
+
+    fn announce(&self, repository: &str, found: Option<&Found>) {
+        if Self::lock(&self.inner.announced).insert(repository.to_string()) {
+            self.notify(match found {
+                Some(f) => Notice::Credentials {
+                    repository: repository.to_string(),
+                    source: f.source.clone(),
+                },
+                None => Notice::Anonymous {
+                    repository: repository.to_string(),
+                },
+            });
+        }
+    }
+
+    /// One authentication mode, with retries.
+    async fn attempt<T, F, Fut>(
+        &self,
+        image: &ImageRef,
+        found: Option<&Found>,
+        op: &F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Fn(oci_client::Client, oci_client::Reference, RegistryAuth) -> Fut,
+        Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
+    {
+        let reference = image.to_oci();
+        let auth = match found {
+            Some(f) => {
+                RegistryAuth::Basic(f.credential.username.clone(), f.credential.password.clone())
+            }
+            None => RegistryAuth::Anonymous,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = self
+                .client(&image.registry, found)
+                .map_err(Failure::Fatal)?;
+            self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let error = match op(client, reference.clone(), auth.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let class = classify(&error);
+            let detail = describe(&error);
+            if matches!(class, Class::Tls | Class::Unreachable)
+                && self.is_insecure(&image.registry)
+                && Self::lock(&self.inner.plain_http).insert(image.registry.clone())
+            {
+                // podman's rule for insecure registries: HTTPS without verification, then HTTP.
+                self.notify(Notice::PlainHttp {
+                    registry: image.registry.clone(),
+                });
+                attempt -= 1;
+                continue;
+            }
+            match class {
+                Class::Unauthorized => return Err(Failure::Unauthorized),
+                Class::NotFound => {
+                    return Err(Failure::Fatal(Error::ImageNotFound {
+                        role: "image",
+                        image: image.to_string(),
+                        registry: image.registry.clone(),
+                    }));
+                }
+                Class::Tls => {
+                    return Err(Failure::Fatal(Error::RegistryTls {
+                        registry: image.registry.clone(),
+                        detail,
+                    }));
+                }
+                Class::Retryable | Class::Unreachable if attempt < MAX_ATTEMPTS => {
+                    self.notify(Notice::Retrying {
+                        registry: image.registry.clone(),
+                        attempt,
+                        reason: detail,
+                    });
+                    tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(attempt - 1)).await;
+                }
+                Class::Unreachable => {
+                    return Err(Failure::Fatal(Error::RegistryUnreachable {
+                        registry: image.registry.clone(),
+                        detail,
+                    }));
+                }
+                Class::Retryable | Class::Other => {
+                    return Err(Failure::Fatal(Error::RegistryProtocol {
+                        registry: image.registry.clone(),
+                        image: image.to_string(),
+                        detail,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// GET a manifest by tag or digest. The digest is verified against the body.
+    pub async fn manifest(&self, image: &ImageRef) -> Result<RawManifest> {
+        let result = self
+            .call(image, |client, reference, auth| async move {
+                client
+                    .pull_manifest_raw(&reference, &auth, manifest::ACCEPTED)
+                    .await
+            })
+            .await;
+        let (body, digest) = result?;
+        self.inner
+            .stats
+            .manifest_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(RawManifest { body, digest })
+    }
+
+    /// Open a blob at `offset`; returns the stream and how many leading bytes to drop (when the
+    /// registry ignored the Range header and sent everything).
+    async fn open_blob(
+        &self,
+        image: &ImageRef,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(BoxStream<'static, io::Result<Bytes>>, u64)> {
+        let descriptor = oci_client::manifest::OciDescriptor {
+            media_type: blob.media_type.clone(),
+            digest: blob.digest.clone(),
+            size: blob.size as i64,
+            ..Default::default()
+        };
+        self.call(image, |client, reference, auth| {
+            let descriptor = descriptor.clone();
+            async move {
+                // Blob calls take no auth argument: they use what the client has stored.
+                client
+                    .store_auth_if_needed(reference.resolve_registry(), &auth)
+                    .await;
+                if offset == 0 {
+                    client
+                        .pull_blob_stream(&reference, &descriptor)
+                        .await
+                        .map(|s| (s.stream, 0))
+                } else {
+                    match client
+                        .pull_blob_stream_partial(&reference, &descriptor, offset, None)
+                        .await?
+                    {
+                        BlobResponse::Partial(s) => Ok((s.stream, 0)),
+                        BlobResponse::Full(s) => Ok((s.stream, offset)),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// A blocking reader of one blob that resumes (HTTP Range) when the connection drops.
+    /// Must be used from a blocking thread of the runtime behind `handle`.
+    pub fn blob_reader(
+        &self,
+        handle: tokio::runtime::Handle,
+        image: &ImageRef,
+        blob: &Descriptor,
+    ) -> BlobReader {
+        BlobReader {
+            handle,
+            registry: self.clone(),
+            image: image.clone(),
+            blob: blob.clone(),
+            stream: None,
+            chunk: Bytes::new(),
+            offset: 0,
+            skip: 0,
+            resumes: 0,
+        }
+    }
+}
+
+/// `Read` over a registry blob, for the tar and decompression readers.
+pub struct BlobReader {
+    handle: tokio::runtime::Handle,
+    registry: Registry,
+    image: ImageRef,
+    blob: Descriptor,
+    stream: Option<BoxStream<'static, io::Result<Bytes>>>,
+    chunk: Bytes,
+    offset: u64,
+    skip: u64,
+    resumes: u32,
+}
+
+/// The registry error behind an `io::Error` from a `BlobReader`, if that is what it was.
+#[derive(Debug)]
+pub struct BlobError(pub Error);
+
+impl std::fmt::Display for BlobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BlobError {}
+
+impl BlobReader {
+    fn resume_or_fail(&mut self, reason: String) -> io::Result<()> {
+        self.stream = None;
+        if self.resumes >= MAX_RESUMES {
+            return Err(io::Error::other(BlobError(Error::RegistryProtocol {
+                registry: self.image.registry.clone(),
+                image: self.image.to_string(),
+                detail: format!(
+                    "reading blob {} failed {} times, last at byte {}: {reason}",
+                    self.blob.digest,
+                    self.resumes + 1,
+                    self.offset
+                ),
+            })));
+        }
+        self.resumes += 1;
+        self.registry.notify(Notice::Retrying {
+            registry: self.image.registry.clone(),
+            attempt: self.resumes,
+            reason: format!(
+                "blob {} dropped at byte {}: {reason}",
+                self.blob.digest, self.offset
+            ),
+        });
+        let backoff = FIRST_BACKOFF * 2u32.pow(self.resumes - 1);
+        self.handle.block_on(tokio::time::sleep(backoff));
+        Ok(())
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = self.chunk.len().min(out.len());
+                out[..n].copy_from_slice(&self.chunk[..n]);
+                self.chunk = self.chunk.slice(n..);
+                self.offset += n as u64;
+                return Ok(n);
+            }
+            if self.stream.is_none() {
+                let opened = self
+                    .handle
+                    .block_on(
+                        self.registry
+                            .open_blob(&self.image, &self.blob, self.offset),
+                    )
+                    .map_err(|e| io::Error::other(BlobError(e)))?;
+                self.stream = Some(opened.0);
+                self.skip = opened.1;
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
+            match self.handle.block_on(stream.next()) {
+                Some(Ok(mut bytes)) => {
+                    self.registry
+                        .inner
+                        .stats
+                        .blob_bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if self.skip > 0 {
+                        let dropped = (self.skip as usize).min(bytes.len());
+                        bytes = bytes.slice(dropped..);
+                        self.skip -= dropped as u64;
+                    }
+                    self.chunk = bytes;
+                }
+                Some(Err(e)) => {
+                    if e.to_string().contains("digest") {
+                        // The verifying stream found the blob does not match its digest.
+                        return Err(io::Error::other(BlobError(Error::RegistryProtocol {
+                            registry: self.image.registry.clone(),
+                            image: self.image.to_string(),
+                            detail: format!("blob {}: {e}", self.blob.digest),
+                        })));
+                    }
+                    self.resume_or_fail(chain(&e))?;
+                }
+                None if self.blob.size > 0 && self.offset < self.blob.size => {
+                    self.resume_or_fail(format!(
+                        "connection closed after {} of {} bytes",
+                        self.offset, self.blob.size
+                    ))?;
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! Release payload → driver-toolkit image → kernel, read straight from the registry.
+
+pub mod dtk;
+pub mod payload;
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::registry::cache::Cache;
+use crate::registry::layers::{self, FindError, LayerSource};
+use crate::registry::manifest::{self, ImageManifest, Manifest};
+use crate::registry::reference::ImageRef;
+use crate::registry::{BlobError, Registry};
+
+pub const DEFAULT_RELEASE_REPO: &str = "quay.io/openshift-release-dev/ocp-release";
+const CACHE_NAMESPACE: &str = "dtk-v1";
+
+static VERSION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\d+\.\d+\.\d+(-[0-9A-Za-z][0-9A-Za-z.-]*)?$").expect("static regex")
+});
+
+/// CPU architectures of OpenShift payloads, by their RPM names (as in release tags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Arch {
+    #[value(name = "x86_64", alias = "amd64")]
+    #[serde(rename = "x86_64")]
+    X86_64,
+    #[value(name = "aarch64", alias = "arm64")]
+    #[serde(rename = "aarch64")]
+    Aarch64,
+    #[value(name = "ppc64le")]
+    #[serde(rename = "ppc64le")]
+    Ppc64le,
+    #[value(name = "s390x")]
+    #[serde(rename = "s390x")]
+    S390x,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 4] = [Arch::X86_64, Arch::Aarch64, Arch::Ppc64le, Arch::S390x];
+
+    /// The RPM/uname name used in release tags and kernel NVRs.
+    pub fn rpm(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+            Arch::Ppc64le => "ppc64le",
+            Arch::S390x => "s390x",
+        }
+    }
+
+    /// The Go/OCI name used in manifest lists and node labels.
+    pub fn goarch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+            Arch::Ppc64le => "ppc64le",
+            Arch::S390x => "s390x",
+        }
+    }
+
+    pub fn from_goarch(goarch: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.goarch() == goarch)
+    }
+
+    pub fn from_rpm(rpm: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.rpm() == rpm)
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.rpm())
+    }
+}
+
+/// Which payload flavour to read: one architecture, or the multi-arch manifest list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    Single(Arch),
+    Multi,
+}
+
+impl Payload {
+    fn tag_suffix(self) -> &'static str {
+        match self {
+            Payload::Single(arch) => arch.rpm(),
+            Payload::Multi => "multi",
+        }
+    }
+}
+
+/// What `--release` said: a version to look up, or a pull spec to use as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseSpec {
+    Version(String),
+    PullSpec(ImageRef),
+}
+
+impl ReleaseSpec {
+    pub fn parse(input: &str) -> Result<Self> {
+        let input = input.trim();
+        if input.contains('/') {
+            return input
+                .parse::<ImageRef>()
+                .map(ReleaseSpec::PullSpec)
+                .map_err(|e| {
+                    Error::invalid(
+                        format!("invalid release pull spec {e}"),
+                        "pass a version such as 4.19.0 or a pull spec such as \
+                     quay.io/openshift-release-dev/ocp-release:4.19.0-x86_64 (or @sha256:…)",
+                    )
+                });
+        }
+        if VERSION.is_match(input) {
+            Ok(ReleaseSpec::Version(input.to_string()))
+        } else {
+            Err(Error::invalid(
+                format!("invalid release {input:?}: not a version and not a pull spec"),
+                "pass a full version such as 4.19.0 or 4.20.0-rc.2, or a pull spec such as \
+                 quay.io/openshift-release-dev/ocp-release:4.19.0-x86_64",
+            ))
+        }
+    }
+
+    /// The image to read: a version becomes `<repo>:<version>-<arch|multi>`.
+    pub fn image(&self, release_repo: &ImageRef, payload: Payload) -> ImageRef {
+        match self {
+            ReleaseSpec::PullSpec(image) => image.clone(),
+            ReleaseSpec::Version(version) => {
+                release_repo.with_tag(&format!("{version}-{}", payload.tag_suffix()))
+            }
+        }
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            ReleaseSpec::Version(v) => Some(v),
+            ReleaseSpec::PullSpec(_) => None,
+        }
+    }
+}
+
+/// Parse `--release-repo` / `KMM_RELEASE_REPO`.
+pub fn parse_release_repo(input: Option<&str>) -> Result<ImageRef> {
+    let repo = input
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_RELEASE_REPO);
+    ImageRef::parse_repository(repo).map_err(|e| {
+        Error::invalid(
+            format!("invalid release repository {e}"),
+            "pass --release-repo (or KMM_RELEASE_REPO) as host/path without tag, e.g. \
+             quay.io/openshift-release-dev/ocp-release",
+        )
+    })
+}
+
+/// The answer of `kubectl kmm dtk`, in the key order of its JSON form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DtkAnswer {
+    pub release_image: String,
+    pub release_digest: String,
+    pub release_version: String,
+    pub architecture: String,
+    pub dtk_image: String,
+    pub kernel_version: String,
+    pub rt_kernel_version: Option<String>,
+    pub rhel_version: Option<String>,
+}
+
+/// What was read, besides the answer: sizes for `-v`, warnings for stderr.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    pub from_cache: bool,
+    pub release_size: u64,
+    pub dtk_size: u64,
+    pub warnings: Vec<String>,
+}
+
+/// The layers of one image, opened lazily from the registry (newest first).
+struct RegistryLayers<'a> {
+    registry: &'a Registry,
+    handle: tokio::runtime::Handle,
+    image: &'a ImageRef,
+    manifest: &'a ImageManifest,
+}
+
+impl LayerSource for RegistryLayers<'_> {
+    fn layer_count(&self) -> usize {
+        self.manifest.layers.len()
+    }
+
+    fn open(&self, index_from_top: usize) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        let layers = &self.manifest.layers;
+        let layer = &layers[layers.len() - 1 - index_from_top];
+        Ok(Box::new(self.registry.blob_reader(
+            self.handle.clone(),
+            self.image,
+            layer,
+        )))
+    }
+}
+
+/// The registry error inside an io::Error chain from a `BlobReader`, if any.
+fn blob_error(e: &std::io::Error) -> Option<Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(err) = current {
+        if let Some(BlobError(inner)) = err.downcast_ref::<BlobError>() {
+            return Some(inner.clone());
+        }
+        current = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|r| r as _),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// Read `paths` from `image`'s layers as a container sees them, streaming, in a blocking thread.
+async fn read_files(
+    registry: &Registry,
+    image: &ImageRef,
+    manifest: &ImageManifest,
+    paths: &'static [&'static str],
+    limit: u64,
+) -> Result<std::collections::HashMap<String, Option<Vec<u8>>>> {
+    let registry = registry.clone();
+    let image = image.clone();
+    let manifest = manifest.clone();
+    let handle = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let source = RegistryLayers {
+            registry: &registry,
+            handle,
+            image: &image,
+            manifest: &manifest,
+        };
+        layers::find_files(&source, paths, limit).map_err(|e| match e {
+            FindError::TooLarge { path, size, limit } => Error::FileTooLarge {
+                image: image.to_string(),
+                path,
+                size,
+                limit,
+            },
+            FindError::Io(io) => blob_error(&io).unwrap_or_else(|| Error::CorruptLayer {
+                image: image.to_string(),
+                reason: io.to_string(),
+            }),
+        })
+    });
+    task.await.map_err(|e| Error::CorruptLayer {
+        image: "(internal)".into(),
+        reason: format!("layer reader stopped: {e}"),
+    })?
+}
+
+/// Fetch `image`'s manifest and, for a list, the entry for `arch`.
+/// Returns the platform manifest and whether a list was involved.
+async fn platform_manifest(
+    registry: &Registry,
+    image: &ImageRef,
+    raw: manifest::Manifest,
+    arch: Arch,
+    role: &'static str,
+) -> Result<(ImageManifest, bool)> {
+    let unsupported = |reason: String| Error::UnsupportedManifest {
+        role,
+        image: image.to_string(),
+        reason,
+    };
+    match raw {
+        Manifest::Image(m) => Ok((m, false)),
+        Manifest::Index(entries) => {
+            let entry = manifest::select_platform(&entries, arch.goarch()).ok_or_else(|| {
+                Error::NoPlatform {
+                    role,
+                    image: image.to_string(),
+                    platform: format!("linux/{}", arch.goarch()),
+                    available: manifest::describe_platforms(&entries),
+                }
+            })?;
+            let child = image.pinned(&entry.digest);
+            let fetched = registry
+                .manifest(&child)
+                .await
+                .map_err(|e| e.with_role(role))?;
+            match manifest::parse(&fetched.body, None).map_err(unsupported)? {
+                Manifest::Image(m) => Ok((m, true)),
+                Manifest::Index(_) => Err(unsupported("an index nested in an index".into())),
+            }
+        }
+    }
+}
+
+/// Resolve a release image to its DTK and kernel. `image` may be a tag or a digest reference.
+pub async fn resolve(
+    registry: &Registry,
+    cache: &Cache,
+    image: &ImageRef,
+    arch: Arch,
+) -> Result<(DtkAnswer, Resolution)> {
+    const ROLE: &str = "release image";
+    // A digest reference can be answered from the cache without touching the registry.
+    let (top_digest, fetched) = match &image.digest {
+        Some(digest) => (digest.clone(), None),
+        None => {
+            let fetched = registry
+                .manifest(image)
+                .await
+                .map_err(|e| e.with_role(ROLE))?;
+            (fetched.digest.clone(), Some(fetched))
+        }
+    };
+    let pinned = image.pinned(&top_digest);
+    let cache_key = format!("{top_digest} {}", arch.goarch());
+    if let Some(mut cached) = cache.get::<DtkAnswer>(CACHE_NAMESPACE, &cache_key) {
+        cached.release_image = pinned.to_string();
+        let resolution = Resolution {
+            from_cache: true,
+            ..Default::default()
+        };
+        return Ok((cached, resolution));
+    }
+
+    let fetched = match fetched {
+        Some(f) => f,
+        None => registry
+            .manifest(&pinned)
+            .await
+            .map_err(|e| e.with_role(ROLE))?,
+    };
+    let top =
+        manifest::parse(&fetched.body, None).map_err(|reason| Error::UnsupportedManifest {
+            role: ROLE,
+            image: pinned.to_string(),
+            reason,
+        })?;
+    let (release_manifest, release_is_list) =
+        platform_manifest(registry, &pinned, top, arch, ROLE).await?;
+
+    let files = read_files(
+        registry,
+        &pinned,
+        &release_manifest,
+        &[payload::IMAGE_REFERENCES, payload::RELEASE_METADATA],
+        payload::METADATA_LIMIT,
+    )
+    .await?;
+    let not_payload = |reason: String| Error::NotAReleasePayload {
+        image: pinned.to_string(),
+        reason,
+    };
+    let references = files
+        .get(payload::IMAGE_REFERENCES)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| not_payload(format!("it has no /{}", payload::IMAGE_REFERENCES)))?;
+    let references = payload::parse_image_references(&references).map_err(not_payload)?;
+    let metadata = match files.get(payload::RELEASE_METADATA).cloned().flatten() {
+        Some(bytes) => Some(payload::parse_release_metadata(&bytes).map_err(not_payload)?),
+        None => None,
+    };
+    let release_version = metadata
+        .map(|m| m.version)
+        .unwrap_or_else(|| references.name.clone());
+
+    let dtk_spec =
+        references
+            .image_for(payload::DTK_TAG)
+            .ok_or_else(|| Error::NoDriverToolkitTag {
+                image: pinned.to_string(),
+                tag: payload::DTK_TAG.into(),
+            })?;
+    let dtk_image: ImageRef = dtk_spec.parse().map_err(|e| {
+        not_payload(format!(
+            "its driver-toolkit reference is not an image reference: {e}"
+        ))
+    })?;
+
+    const DTK_ROLE: &str = "driver-toolkit image";
+    let dtk_fetched = registry
+        .manifest(&dtk_image)
+        .await
+        .map_err(|e| e.with_role(DTK_ROLE))?;
+    let dtk_top =
+        manifest::parse(&dtk_fetched.body, None).map_err(|reason| Error::UnsupportedManifest {
+            role: DTK_ROLE,
+            image: dtk_image.to_string(),
+            reason,
+        })?;
+    let (dtk_manifest, dtk_is_list) =
+        platform_manifest(registry, &dtk_image, dtk_top, arch, DTK_ROLE).await?;
+    let dtk_files = read_files(
+        registry,
+        &dtk_image,
+        &dtk_manifest,
+        &[dtk::DTK_RELEASE_FILE],
+        dtk::DTK_FILE_LIMIT,
+    )
+    .await?;
+    let content = dtk_files
+        .get(dtk::DTK_RELEASE_FILE)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| Error::DtkFileMissing {
+            image: dtk_image.to_string(),
+            path: dtk::DTK_RELEASE_FILE.into(),
+        })?;
+    let release = dtk::parse(&content).map_err(|reason| Error::DtkFileMalformed {
+        image: dtk_image.to_string(),
+        path: dtk::DTK_RELEASE_FILE.into(),
+        reason,
+    })?;
+
+    // A list was filtered by `arch`; a single image is whatever it is, and its kernel says what.
+    let mut warnings = Vec::new();
+    let kernel_arch = dtk::kernel_arch(&release.kernel_version).and_then(Arch::from_rpm);
+    let architecture = match kernel_arch {
+        Some(found) if !release_is_list && !dtk_is_list && found != arch => {
+            warnings.push(format!(
+                "the driver-toolkit kernel is built for {found}, not {arch}: {pinned} is a \
+                 single-architecture {found} release"
+            ));
+            found
+        }
+        _ => arch,
+    };
+
+    let answer = DtkAnswer {
+        release_image: pinned.to_string(),
+        release_digest: top_digest,
+        release_version,
+        architecture: architecture.rpm().to_string(),
+        dtk_image: dtk_image.to_string(),
+        kernel_version: release.kernel_version,
+        rt_kernel_version: release.rt_kernel_version,
+        rhel_version: release.rhel_version,
+    };
+    if let Err(e) = cache.put(CACHE_NAMESPACE, &cache_key, &answer) {
+        warnings.push(format!("could not write the cache: {e}"));
+    }
+    let resolution = Resolution {
+        from_cache: false,
+        release_size: release_manifest.total_size(),
+        dtk_size: dtk_manifest.total_size(),
+        warnings,
+    };
+    Ok((answer, resolution))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_pull_specs() {
+        let repo = parse_release_repo(None).unwrap();
+        let v = ReleaseSpec::parse("4.19.0").unwrap();
+        assert_eq!(
+            v.image(&repo, Payload::Single(Arch::Aarch64)).to_string(),
+            "quay.io/openshift-release-dev/ocp-release:4.19.0-aarch64"
+        );
+        assert_eq!(
+            ReleaseSpec::parse("4.20.0-rc.2")
+                .unwrap()
+                .image(&repo, Payload::Multi)
+                .tag
+                .as_deref(),
+            Some("4.20.0-rc.2-multi")
+        );
+        let p = ReleaseSpec::parse("mirror.local:5000/ocp/release:4.19.0-x86_64").unwrap();
+        assert_eq!(
+            p.image(&repo, Payload::Single(Arch::X86_64)).registry,
+            "mirror.local:5000"
+        );
+        for bad in [
+            "4.19",
+            "latest",
+            "4.19.0.1",
+            "v4.19.0",
+            "",
+            "4.19.0-",
+            "ocp-release:4.19.0",
+        ] {
+            let err = ReleaseSpec::parse(bad).unwrap_err();
+            assert_eq!(
+                err.exit_status(),
+                crate::error::ExitStatus::BadInput,
+                "{bad}"
+            );
+        }
+        assert!(parse_release_repo(Some("quay.io/a/b:tag")).is_err());
+        assert!(parse_release_repo(Some("not a repo")).is_err());
+    }
+
+    #[test]
+    fn arch_names() {
+        assert_eq!(Arch::from_goarch("arm64"), Some(Arch::Aarch64));
+        assert_eq!(Arch::from_rpm("x86_64"), Some(Arch::X86_64));
+        assert_eq!(Arch::S390x.goarch(), "s390x");
+        assert_eq!(Arch::from_goarch("riscv64"), None);
+    }
+}

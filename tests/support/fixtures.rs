@@ -1,0 +1,210 @@
+//! OpenShift-shaped test images: release payloads and driver-toolkit images.
+
+use serde_json::json;
+
+use super::images::{Compression, Flavor, Image, Pushed, Pusher, TarLayer, layer};
+
+pub const DTK_FILE: &str = "etc/driver-toolkit-release.json";
+
+pub fn rpm_arch(goarch: &str) -> &'static str {
+    match goarch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        other => panic!("no rpm arch for {other}"),
+    }
+}
+
+/// The kernel our fixtures claim for a release version and arch (4.19.z → 570.19.<z>).
+pub fn kernel_for(version: &str, goarch: &str) -> String {
+    let patch: String = version
+        .split('.')
+        .nth(2)
+        .unwrap_or("0")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    format!("5.14.0-570.19.{patch}.el9_6.{}", rpm_arch(goarch))
+}
+
+/// One line, as the DTK Dockerfile's `echo` writes it.
+pub fn dtk_json(kernel: &str, rt: Option<&str>, rhel: &str) -> Vec<u8> {
+    let rt = rt.unwrap_or("package kernel-rt-core is not installed");
+    format!(
+        "{{ \"KERNEL_VERSION\": \"{kernel}\", \"RT_KERNEL_VERSION\": \"{rt}\", \"RHEL_VERSION\": \"{rhel}\" }}\n"
+    )
+    .into_bytes()
+}
+
+/// A DTK as ART builds it: a base with an *older* copy of the file, a bulky middle, and the
+/// real file in a small top layer.
+pub fn dtk_image(
+    kernel: &str,
+    goarch: &'static str,
+    flavor: Flavor,
+    compression: Compression,
+) -> Image {
+    let rt = (goarch == "amd64").then(|| format!("{kernel}+rt"));
+    let base = TarLayer::new()
+        .dir("etc")
+        .file(
+            "etc/os-release",
+            b"NAME=\"Red Hat Enterprise Linux\"\nVERSION_ID=\"9.6\"\n",
+        )
+        .file(DTK_FILE, &dtk_json("5.14.0-1.old.el9.x86_64", None, "9.0"))
+        .finish();
+    let middle = TarLayer::new()
+        .dir("usr")
+        .dir("usr/src")
+        .noise(
+            &format!("usr/src/kernels/{kernel}/vmlinux.bin"),
+            256 * 1024,
+            7,
+        )
+        .finish();
+    let top = TarLayer::new()
+        .dir("etc")
+        .file(DTK_FILE, &dtk_json(kernel, rt.as_deref(), "9.6"))
+        .finish();
+    Image {
+        flavor,
+        goarch,
+        layers: vec![
+            layer(base, compression, flavor),
+            layer(middle, compression, flavor),
+            layer(top, compression, flavor),
+        ],
+    }
+}
+
+/// `image-references` for `version` with `dtk` as the driver-toolkit (None: no such tag).
+pub fn image_references(version: &str, dtk: Option<&str>, registry: &str) -> Vec<u8> {
+    let mut tags = Vec::new();
+    for (i, name) in ["cli", "rhel-coreos", "machine-config-operator", "installer"]
+        .iter()
+        .enumerate()
+    {
+        tags.push(json!({
+            "name": name,
+            "annotations": {"io.openshift.build.commit.id": format!("{i:040}")},
+            "from": {"kind": "DockerImage", "name": format!("{registry}/ocp/art-dev@sha256:{i:064}")},
+            "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
+        }));
+    }
+    if let Some(dtk) = dtk {
+        tags.insert(
+            2,
+            json!({
+                "name": "driver-toolkit",
+                "annotations": {"io.openshift.build.source-location": "https://github.com/openshift/driver-toolkit"},
+                "from": {"kind": "DockerImage", "name": dtk},
+                "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
+            }),
+        );
+    }
+    serde_json::to_vec_pretty(&json!({
+        "kind": "ImageStream",
+        "apiVersion": "image.openshift.io/v1",
+        "metadata": {"name": version, "creationTimestamp": null,
+                     "annotations": {"release.openshift.io/from-image-stream": "ocp/4.19-art-latest"}},
+        "spec": {"lookupPolicy": {"local": false}, "tags": tags},
+        "status": {"dockerImageRepository": ""}
+    }))
+    .unwrap()
+}
+
+pub fn release_metadata(version: &str, multi: bool) -> Vec<u8> {
+    let mut metadata = json!({"url": "https://access.redhat.com/errata/RHSA-2026:0001"});
+    if multi {
+        metadata["release.openshift.io/architecture"] = json!("multi");
+    }
+    serde_json::to_vec(&json!({
+        "kind": "cincinnati-metadata-v0", "version": version,
+        "previous": ["4.18.14", "4.18.15"], "metadata": metadata
+    }))
+    .unwrap()
+}
+
+/// The payload layer as `oc adm release new` writes it: the directory, image-references,
+/// release-metadata, then hundreds of operator manifests.
+pub fn payload_layer(refs: &[u8], metadata: &[u8], manifests: usize) -> Vec<u8> {
+    let mut tar = TarLayer::new()
+        .dir("release-manifests")
+        .file("release-manifests/image-references", refs)
+        .file("release-manifests/release-metadata", metadata);
+    for i in 0..manifests {
+        let body = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: operator-{i}\n  namespace: openshift-{i}\ndata:\n  padding: \"{}\"\n",
+            "x".repeat(1500)
+        );
+        tar = tar.file(
+            &format!("release-manifests/0000_{:02}_operator-{i}.yaml", i % 90),
+            body.as_bytes(),
+        );
+    }
+    tar.finish()
+}
+
+/// A release image: two CVO base layers, then the payload layer on top.
+pub fn release_image(payload: Vec<u8>, goarch: &'static str, flavor: Flavor) -> Image {
+    let base = TarLayer::new()
+        .dir("usr/bin")
+        .noise("usr/bin/cluster-version-operator", 64 * 1024, 11)
+        .finish();
+    let cvo = TarLayer::new()
+        .dir("manifests")
+        .file("manifests/0000_00_cvo.yaml", b"kind: Deployment\n")
+        .finish();
+    Image {
+        flavor,
+        goarch,
+        layers: vec![
+            layer(base, Compression::Gzip, flavor),
+            layer(cvo, Compression::Gzip, flavor),
+            layer(payload, Compression::Gzip, Flavor::Docker),
+        ],
+    }
+}
+
+/// A consistent pair in `pusher`'s registry: DTK in `ocp/art-dev`, release tagged
+/// `ocp/release:<version>-<arch>`.
+pub struct ReleaseFixture {
+    pub release: Pushed,
+    pub dtk: Pushed,
+    pub kernel: String,
+}
+
+pub async fn push_release(
+    pusher: &Pusher,
+    registry: &str,
+    version: &str,
+    goarch: &'static str,
+) -> ReleaseFixture {
+    let kernel = kernel_for(version, goarch);
+    let dtk = pusher
+        .push_image(
+            "ocp/art-dev",
+            None,
+            &dtk_image(&kernel, goarch, Flavor::Docker, Compression::Gzip),
+        )
+        .await;
+    let payload = payload_layer(
+        &image_references(version, Some(&dtk.reference), registry),
+        &release_metadata(version, false),
+        300,
+    );
+    let tag = format!("{version}-{}", rpm_arch(goarch));
+    let release = pusher
+        .push_image(
+            "ocp/release",
+            Some(&tag),
+            &release_image(payload, goarch, Flavor::Docker),
+        )
+        .await;
+    ReleaseFixture {
+        release,
+        dtk,
+        kernel,
+    }
+}

@@ -1,0 +1,180 @@
+//! Test peers and helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod images;
+pub mod proxy;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The plugin binary cargo built for these tests.
+pub fn plugin_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kubectl-kmm"))
+}
+
+/// Variables that would let the developer's own setup leak into a test.
+const SCRUBBED: &[&str] = &[
+    "REGISTRY_AUTH_FILE",
+    "DOCKER_CONFIG",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "KUBECONFIG",
+    "KMM_RELEASE_REPO",
+    "NO_COLOR",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+];
+
+/// One isolated user: its own HOME, caches, config dirs and kubeconfig.
+pub struct Context {
+    pub home: tempfile::TempDir,
+    envs: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Panics with the whole run when the exit code is not `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Context {
+    pub fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let envs = vec![
+            ("HOME".to_string(), home.path().display().to_string()),
+            (
+                "XDG_CACHE_HOME".to_string(),
+                home.path().join(".cache").display().to_string(),
+            ),
+            (
+                "KUBECONFIG".to_string(),
+                home.path().join(".kube/config").display().to_string(),
+            ),
+        ];
+        Context { home, envs }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.home.path().join(relative)
+    }
+
+    pub fn env(&mut self, key: &str, value: impl AsRef<str>) -> &mut Self {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs
+            .push((key.to_string(), value.as_ref().to_string()));
+        self
+    }
+
+    pub fn write(&self, relative: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn prepare(&self, command: &mut tokio::process::Command, path_prefix: Option<&Path>) {
+        for var in SCRUBBED {
+            command.env_remove(var);
+        }
+        for (k, v) in &self.envs {
+            command.env(k, v);
+        }
+        if let Some(prefix) = path_prefix {
+            let system = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{system}", prefix.display()));
+        }
+        command.kill_on_drop(true);
+    }
+
+    /// Run the plugin binary directly.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let mut command = tokio::process::Command::new(plugin_binary());
+        command.args(args);
+        self.prepare(&mut command, None);
+        Run::from(command.output().await.unwrap())
+    }
+
+    /// Run `kubectl <args>` with the plugin's directory first on PATH: plugin discovery.
+    pub async fn kubectl(&self, args: &[&str]) -> Run {
+        let kubectl = which::which("kubectl").expect("kubectl is not installed");
+        let mut command = tokio::process::Command::new(kubectl);
+        command.args(args);
+        let binary = plugin_binary();
+        self.prepare(&mut command, binary.parent());
+        Run::from(command.output().await.unwrap())
+    }
+}
+
+/// `{"auths": {key: {"auth": base64(user:password)}}}`
+pub fn auth_file(entries: &[(&str, &str, &str)]) -> String {
+    use base64::Engine;
+    let auths: serde_json::Map<String, serde_json::Value> = entries
+        .iter()
+        .map(|(key, user, password)| {
+            (
+                key.to_string(),
+                serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))}),
+            )
+        })
+        .collect();
+    serde_json::json!({ "auths": auths }).to_string()
+}

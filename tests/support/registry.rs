@@ -1,0 +1,174 @@
+//! A real registry for the tests: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+pub struct TlsFiles {
+    pub ca_pem: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, written into `dir`.
+pub fn generate_tls(dir: &Path) -> TlsFiles {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kubectl-kmm test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test registry");
+    let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+
+    let files = TlsFiles {
+        ca_pem: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server-key.pem"),
+    };
+    std::fs::write(&files.ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&files.cert, server_cert.pem()).unwrap();
+    std::fs::write(&files.key, server_key.serialize_pem()).unwrap();
+    files
+}
+
+pub struct TestRegistry {
+    child: Child,
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+    pub tls: Option<TlsFiles>,
+    pub credentials: Option<(String, String)>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// Plain HTTP, no auth.
+    pub fn plain() -> Self {
+        Self::start(false, None)
+    }
+
+    /// HTTPS with a generated CA and htpasswd basic auth.
+    pub fn secure(user: &str, password: &str) -> Self {
+        Self::start(true, Some((user.to_string(), password.to_string())))
+    }
+
+    fn start(tls: bool, credentials: Option<(String, String)>) -> Self {
+        let binary = which::which("docker-registry").expect(
+            "docker-registry is not installed; run the README's test command, which installs it",
+        );
+        // The port is free when we look; if another process grabs it first, try again.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = super::free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let tls_files = tls.then(|| generate_tls(dir.path()));
+            let mut config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: {addr}\n  secret: kubectl-kmm-tests\n",
+                dir.path().join("data").display()
+            );
+            if let Some(files) = &tls_files {
+                config.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    files.cert.display(),
+                    files.key.display()
+                ));
+            }
+            if let Some((user, password)) = &credentials {
+                let hash = bcrypt::hash(password, 4).unwrap();
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: kubectl-kmm-tests\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            let config_path = dir.path().join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+
+            let mut child = Command::new(&binary)
+                .arg("serve")
+                .arg(&config_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let (ready_tx, ready_rx) = mpsc::channel();
+            {
+                let log = log.clone();
+                let addr = addr.clone();
+                std::thread::spawn(move || {
+                    let mut ready_tx = Some(ready_tx);
+                    for line in BufReader::new(stderr).lines() {
+                        let Ok(line) = line else { break };
+                        if line.contains(&format!("listening on {addr}"))
+                            && let Some(tx) = ready_tx.take()
+                        {
+                            let _ = tx.send(true);
+                        }
+                        log.lock().unwrap().push(line);
+                    }
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(false);
+                    }
+                });
+            }
+            // The log line is the event; the timeout only guards against a hung registry.
+            match ready_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(true) => {
+                    return TestRegistry {
+                        child,
+                        addr,
+                        tls: tls_files,
+                        credentials,
+                        log,
+                        _dir: dir,
+                    };
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        panic!("docker-registry did not start");
+    }
+
+    pub fn ca_pem(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_path())
+    }
+
+    /// Requests for blobs seen in the access log so far.
+    pub fn blob_requests(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("/blobs/sha256:") && l.contains("\"GET "))
+            .count()
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
