@@ -182,29 +182,49 @@ pub async fn push_release(
     goarch: &'static str,
 ) -> ReleaseFixture {
     let kernel = kernel_for(version, goarch);
-    let dtk = pusher
-        .push_image(
-            "ocp/art-dev",
-            None,
-            &dtk_image(&kernel, goarch, Flavor::Docker, Compression::Gzip),
-        )
-        .await;
-    let payload = payload_layer(
-        &image_references(version, Some(&dtk.reference), registry),
-        &release_metadata(version, false),
-        300,
-    );
+    let dtk = dtk_image(&kernel, goarch, Flavor::Docker, Compression::Gzip);
     let tag = format!("{version}-{}", rpm_arch(goarch));
-    let release = pusher
-        .push_image(
-            "ocp/release",
-            Some(&tag),
-            &release_image(payload, goarch, Flavor::Docker),
-        )
-        .await;
+    let mut fixture = push_release_with_dtk(pusher, registry, version, &dtk, Some(&tag)).await;
+    fixture.kernel = kernel;
+    fixture
+}
+
+/// Push `dtk` and a release payload pointing at it.
+pub async fn push_release_with_dtk(
+    pusher: &Pusher,
+    registry: &str,
+    version: &str,
+    dtk: &Image,
+    tag: Option<&str>,
+) -> ReleaseFixture {
+    let dtk = pusher.push_image("ocp/art-dev", None, dtk).await;
+    let refs = image_references(version, Some(&dtk.reference), registry);
+    let release = push_payload(
+        pusher,
+        tag,
+        payload_layer(&refs, &release_metadata(version, false), 300),
+        "amd64",
+    )
+    .await;
     ReleaseFixture {
         release,
         dtk,
-        kernel,
+        kernel: String::new(),
     }
+}
+
+/// Push a release image whose top layer is `payload` (a tar).
+pub async fn push_payload(
+    pusher: &Pusher,
+    tag: Option<&str>,
+    payload: Vec<u8>,
+    goarch: &'static str,
+) -> Pushed {
+    pusher
+        .push_image(
+            "ocp/release",
+            tag,
+            &release_image(payload, goarch, Flavor::Docker),
+        )
+        .await
 }

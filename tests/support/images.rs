@@ -206,6 +206,11 @@ pub struct Pusher {
 
 impl Pusher {
     pub fn new(registry: &TestRegistry) -> Self {
+        Self::via(registry, &registry.addr)
+    }
+
+    /// Push through `addr` (a proxy in front of `registry`): references then name `addr`.
+    pub fn via(registry: &TestRegistry, addr: &str) -> Self {
         super::install_crypto();
         let mut config = oci_client::client::ClientConfig {
             protocol: oci_client::client::ClientProtocol::Http,
@@ -224,7 +229,7 @@ impl Pusher {
         };
         Pusher {
             client: oci_client::Client::try_from(config).unwrap(),
-            registry: registry.addr.clone(),
+            registry: addr.to_string(),
             auth,
         }
     }

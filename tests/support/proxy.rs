@@ -44,13 +44,7 @@ impl FaultProxy {
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     state.connections.fetch_add(1, Ordering::SeqCst);
-                    let fault = state
-                        .faults
-                        .lock()
-                        .unwrap()
-                        .pop_front()
-                        .or(*state.always.lock().unwrap());
-                    tokio::spawn(serve(client, upstream.clone(), fault, state.clone()));
+                    tokio::spawn(serve(client, upstream.clone(), state.clone()));
                 }
             })
         };
@@ -69,6 +63,10 @@ impl FaultProxy {
     /// Faults for the next connections, one each, in order.
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
         self.state.faults.lock().unwrap().extend(faults);
+    }
+
+    pub fn pending_faults(&self) -> usize {
+        self.state.faults.lock().unwrap().len()
     }
 
     pub fn fail_always(&self, fault: Option<Fault>) {
@@ -94,7 +92,20 @@ async fn read_request_head(client: &mut TcpStream) -> Option<()> {
     Some(())
 }
 
-async fn serve(mut client: TcpStream, upstream: String, fault: Option<Fault>, state: Arc<State>) {
+/// The next fault, for plain-HTTP connections only: a TLS handshake (an insecure-registry
+/// probe) is relayed untouched, so faults land on the requests a test means.
+async fn next_fault(client: &TcpStream, state: &State) -> Option<Fault> {
+    let mut first = [0u8; 1];
+    let is_tls = matches!(client.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+    if is_tls {
+        return None;
+    }
+    let queued = state.faults.lock().unwrap().pop_front();
+    queued.or(*state.always.lock().unwrap())
+}
+
+async fn serve(mut client: TcpStream, upstream: String, state: Arc<State>) {
+    let fault = next_fault(&client, &state).await;
     match fault {
         Some(Fault::Close) => return,
         Some(Fault::Status(code)) => {

@@ -151,6 +151,17 @@ impl TestRegistry {
         panic!("docker-registry did not start");
     }
 
+    /// Where the registry keeps a blob's bytes on disk (to tamper with them).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     pub fn ca_pem(&self) -> Option<&Path> {
         self.tls.as_ref().map(|t| t.ca_pem.as_path())
     }
@@ -161,7 +172,7 @@ impl TestRegistry {
             .lock()
             .unwrap()
             .iter()
-            .filter(|l| l.contains("/blobs/sha256:") && l.contains("\"GET "))
+            .filter(|l| l.contains("http.request.method=GET") && l.contains("/blobs/sha256:"))
             .count()
     }
 }
