@@ -236,6 +236,15 @@ async fn resolve_dtk(
     (run.code, kernel, run.stderr)
 }
 
+/// A release whose DTK is one layer holding `tar`.
+async fn release_over_dtk_layer(
+    pusher: &Pusher,
+    addr: &str,
+    tar: Vec<u8>,
+) -> fixtures::ReleaseFixture {
+    push_release_with_dtk(pusher, addr, "4.19.0", &Image::single(tar), None).await
+}
+
 fn dtk_file(kernel: &str) -> Vec<u8> {
     dtk_json(kernel, None, "9.6")
 }
@@ -257,109 +266,169 @@ async fn layers_are_read_as_a_container_sees_them() {
             .noise("usr/lib/blob", 4096, 3)
             .finish()
     };
-
-    // Newest copy wins, in every encoding and media-type family.
-    for (compression, flavor) in [
-        (Compression::Gzip, Flavor::Docker),
-        (Compression::Zstd, Flavor::Oci),
-        (Compression::Plain, Flavor::Oci),
-        (Compression::Plain, Flavor::Docker),
-    ] {
-        let top = TarLayer::new()
-            .file(fixtures::DTK_FILE, &dtk_file(NEW))
-            .finish();
-        let (code, kernel, stderr) =
-            resolve_dtk(vec![base(), filler(), top], compression, flavor).await;
-        assert_eq!(
-            (code, kernel.as_str()),
-            (0, NEW),
-            "{compression:?} {flavor:?}: {stderr}"
-        );
-    }
-
-    // `./` entries, as some builders write them.
-    let top = TarLayer::new()
-        .dir("./etc")
-        .file("./etc/driver-toolkit-release.json", &dtk_file(NEW))
-        .finish();
-    assert_eq!(
-        resolve_dtk(vec![base(), top], Compression::Gzip, Flavor::Docker)
-            .await
-            .1,
-        NEW
-    );
-
-    // Untouched by upper layers: the base copy is what the container sees.
-    assert_eq!(
-        resolve_dtk(
-            vec![base(), filler(), filler()],
-            Compression::Gzip,
-            Flavor::Docker
-        )
-        .await
-        .1,
-        OLD
-    );
-
-    // Whiteout of the file, of its directory, an opaque directory: gone.
-    for top in [
-        TarLayer::new().whiteout(fixtures::DTK_FILE).finish(),
-        TarLayer::new().whiteout("etc").finish(),
+    let new_file = || {
         TarLayer::new()
-            .dir("etc")
-            .opaque("etc")
-            .file("etc/hostname", b"x")
-            .finish(),
-    ] {
-        let (code, _, stderr) = resolve_dtk(
-            vec![base(), top, filler()],
-            Compression::Gzip,
-            Flavor::Docker,
-        )
-        .await;
-        assert_eq!(code, 2, "{stderr}");
-        assert!(
-            stderr.contains("does not contain /etc/driver-toolkit-release.json"),
-            "{stderr}"
-        );
+            .file(fixtures::DTK_FILE, &dtk_file(NEW))
+            .finish()
+    };
+    let shared = || {
+        TarLayer::new()
+            .file("usr/share/dtk/release.json", &dtk_file(NEW))
+            .finish()
+    };
+    use Compression::{Gzip, Plain, Zstd};
+    use Flavor::{Docker, Oci};
+
+    // (what, layers bottom first, compression, media types, the kernel a container would see)
+    type Case = (
+        &'static str,
+        Vec<Vec<u8>>,
+        Compression,
+        Flavor,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "newest copy, gzip, Docker",
+            vec![base(), filler(), new_file()],
+            Gzip,
+            Docker,
+            Some(NEW),
+        ),
+        (
+            "newest copy, zstd, OCI",
+            vec![base(), filler(), new_file()],
+            Zstd,
+            Oci,
+            Some(NEW),
+        ),
+        (
+            "newest copy, plain tar, OCI",
+            vec![base(), filler(), new_file()],
+            Plain,
+            Oci,
+            Some(NEW),
+        ),
+        (
+            "newest copy, plain tar, Docker",
+            vec![base(), filler(), new_file()],
+            Plain,
+            Docker,
+            Some(NEW),
+        ),
+        (
+            "./ entries",
+            vec![
+                base(),
+                TarLayer::new()
+                    .dir("./etc")
+                    .file("./etc/driver-toolkit-release.json", &dtk_file(NEW))
+                    .finish(),
+            ],
+            Gzip,
+            Docker,
+            Some(NEW),
+        ),
+        (
+            "untouched by upper layers",
+            vec![base(), filler(), filler()],
+            Gzip,
+            Docker,
+            Some(OLD),
+        ),
+        (
+            "whiteout of the file",
+            vec![
+                base(),
+                TarLayer::new().whiteout(fixtures::DTK_FILE).finish(),
+                filler(),
+            ],
+            Gzip,
+            Docker,
+            None,
+        ),
+        (
+            "whiteout of its directory",
+            vec![base(), TarLayer::new().whiteout("etc").finish(), filler()],
+            Zstd,
+            Oci,
+            None,
+        ),
+        (
+            "opaque directory",
+            vec![
+                base(),
+                TarLayer::new()
+                    .dir("etc")
+                    .opaque("etc")
+                    .file("etc/hostname", b"x")
+                    .finish(),
+                filler(),
+            ],
+            Gzip,
+            Docker,
+            None,
+        ),
+        (
+            "opaque directory with the file in the same layer",
+            vec![
+                base(),
+                TarLayer::new()
+                    .dir("etc")
+                    .file(fixtures::DTK_FILE, &dtk_file(NEW))
+                    .opaque("etc")
+                    .finish(),
+            ],
+            Zstd,
+            Oci,
+            Some(NEW),
+        ),
+        (
+            "hard link",
+            vec![
+                base(),
+                TarLayer::new()
+                    .file("usr/share/dtk/release.json", &dtk_file(NEW))
+                    .hardlink(fixtures::DTK_FILE, "usr/share/dtk/release.json")
+                    .finish(),
+            ],
+            Gzip,
+            Docker,
+            Some(NEW),
+        ),
+        (
+            "symbolic link into a lower layer",
+            vec![
+                base(),
+                shared(),
+                TarLayer::new()
+                    .symlink(fixtures::DTK_FILE, "../usr/share/dtk/release.json")
+                    .finish(),
+            ],
+            Gzip,
+            Docker,
+            Some(NEW),
+        ),
+    ];
+    for (what, layers, compression, flavor, expected) in cases {
+        let (code, kernel, stderr) = resolve_dtk(layers, compression, flavor).await;
+        match expected {
+            Some(kernel_seen) => {
+                assert_eq!(
+                    (code, kernel.as_str()),
+                    (0, kernel_seen),
+                    "{what}: {stderr}"
+                )
+            }
+            None => {
+                assert_eq!(code, 2, "{what}: {stderr}");
+                assert!(
+                    stderr.contains("does not contain /etc/driver-toolkit-release.json"),
+                    "{what}: {stderr}"
+                );
+            }
+        }
     }
-
-    // An opaque directory with the new file in the same layer keeps it.
-    let top = TarLayer::new()
-        .dir("etc")
-        .file(fixtures::DTK_FILE, &dtk_file(NEW))
-        .opaque("etc")
-        .finish();
-    assert_eq!(
-        resolve_dtk(vec![base(), top], Compression::Zstd, Flavor::Oci)
-            .await
-            .1,
-        NEW
-    );
-
-    // Hard and symbolic links.
-    let top = TarLayer::new()
-        .file("usr/share/dtk/release.json", &dtk_file(NEW))
-        .hardlink(fixtures::DTK_FILE, "usr/share/dtk/release.json")
-        .finish();
-    assert_eq!(
-        resolve_dtk(vec![base(), top], Compression::Gzip, Flavor::Docker)
-            .await
-            .1,
-        NEW
-    );
-    let lower = TarLayer::new()
-        .file("usr/share/dtk/release.json", &dtk_file(NEW))
-        .finish();
-    let top = TarLayer::new()
-        .symlink(fixtures::DTK_FILE, "../usr/share/dtk/release.json")
-        .finish();
-    assert_eq!(
-        resolve_dtk(vec![base(), lower, top], Compression::Gzip, Flavor::Docker)
-            .await
-            .1,
-        NEW
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -772,15 +841,7 @@ async fn bad_input_exits_2_with_a_message_naming_it() {
         .push_image(
             "ocp/release",
             Some("plain"),
-            &Image {
-                flavor: Flavor::Docker,
-                goarch: "amd64",
-                layers: vec![layer(
-                    TarLayer::new().file("bin/sh", b"#!").finish(),
-                    Compression::Gzip,
-                    Flavor::Docker,
-                )],
-            },
+            &Image::single(TarLayer::new().file("bin/sh", b"#!").finish()),
         )
         .await;
     let no_dtk_tag = push_payload(
@@ -803,56 +864,26 @@ async fn bad_input_exits_2_with_a_message_naming_it() {
         "amd64",
     )
     .await;
-    let dtk_without_file = push_release_with_dtk(
+    let dtk_without_file = release_over_dtk_layer(
         &pusher,
         &addr,
-        "4.19.0",
-        &Image {
-            flavor: Flavor::Docker,
-            goarch: "amd64",
-            layers: vec![layer(
-                TarLayer::new().file("etc/os-release", b"x").finish(),
-                Compression::Gzip,
-                Flavor::Docker,
-            )],
-        },
-        None,
+        TarLayer::new().file("etc/os-release", b"x").finish(),
     )
     .await;
-    let dtk_malformed = push_release_with_dtk(
+    let dtk_malformed = release_over_dtk_layer(
         &pusher,
         &addr,
-        "4.19.0",
-        &Image {
-            flavor: Flavor::Docker,
-            goarch: "amd64",
-            layers: vec![layer(
-                TarLayer::new()
-                    .file(fixtures::DTK_FILE, b"{ \"KERNEL_VERSION\": ")
-                    .finish(),
-                Compression::Gzip,
-                Flavor::Docker,
-            )],
-        },
-        None,
+        TarLayer::new()
+            .file(fixtures::DTK_FILE, b"{ \"KERNEL_VERSION\": ")
+            .finish(),
     )
     .await;
-    let dtk_no_kernel = push_release_with_dtk(
+    let dtk_no_kernel = release_over_dtk_layer(
         &pusher,
         &addr,
-        "4.19.0",
-        &Image {
-            flavor: Flavor::Docker,
-            goarch: "amd64",
-            layers: vec![layer(
-                TarLayer::new()
-                    .file(fixtures::DTK_FILE, b"{\"RHEL_VERSION\": \"9.6\"}")
-                    .finish(),
-                Compression::Gzip,
-                Flavor::Docker,
-            )],
-        },
-        None,
+        TarLayer::new()
+            .file(fixtures::DTK_FILE, b"{\"RHEL_VERSION\": \"9.6\"}")
+            .finish(),
     )
     .await;
     let dangling = push_payload(
@@ -980,11 +1011,7 @@ async fn transient_failures_are_retried_and_lasting_ones_reported() {
         .noise("usr/lib/modules/big.ko", 2 * 1024 * 1024, 13)
         .file(fixtures::DTK_FILE, &dtk_file(NEW))
         .finish();
-    let dtk = Image {
-        flavor: Flavor::Docker,
-        goarch: "amd64",
-        layers: vec![layer(top, Compression::Gzip, Flavor::Docker)],
-    };
+    let dtk = Image::single(top);
     let cut = push_release_with_dtk(&pusher, &proxy.addr, "4.19.0", &dtk, None).await;
     let spec_cut = cut.release.reference.clone();
     let mut cut_args = dtk_args(&spec_cut, &proxy.addr);

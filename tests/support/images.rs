@@ -182,6 +182,15 @@ pub struct Image {
 }
 
 impl Image {
+    /// An amd64 image of one gzip layer holding `tar`.
+    pub fn single(tar: Vec<u8>) -> Image {
+        Image {
+            flavor: Flavor::Docker,
+            goarch: "amd64",
+            layers: vec![layer(tar, Compression::Gzip, Flavor::Docker)],
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.data.len() as u64).sum()
     }
