@@ -692,6 +692,68 @@ async fn tls_and_credentials_as_podman_users_expect() {
         assert!(!run.all_output().contains("s3cret-pass"));
     }
 
+    // A credential helper named in credHelpers (docker's protocol: host on stdin, JSON out).
+    let mut ctx = Context::new();
+    let helper = ctx.write(
+        "bin/docker-credential-kmmtest",
+        format!(
+            "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{host}\" ] || exit 1\n\
+             echo '{{\"ServerURL\":\"'$host'\",\"Username\":\"kmm\",\"Secret\":\"s3cret-pass\"}}'\n"
+        ),
+    );
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        ctx.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ctx.env("PATH", path);
+    ctx.write(
+        ".config/containers/auth.json",
+        format!("{{\"credHelpers\": {{\"{host}\": \"kmmtest\"}}}}"),
+    );
+    let run = ctx
+        .run(&[
+            "dtk",
+            "--release",
+            &spec,
+            "--registry-ca",
+            &ca,
+            "-v",
+            "--no-cache",
+        ])
+        .await
+        .expect_code(0);
+    assert!(
+        run.stderr
+            .contains("credentials from docker-credential-kmmtest"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all_output().contains("s3cret-pass"));
+    // A helper that is missing: unauthorized, and the message says what went wrong.
+    ctx.write(
+        ".config/containers/auth.json",
+        format!("{{\"credHelpers\": {{\"{host}\": \"absent\"}}}}"),
+    );
+    let run = ctx
+        .run(&[
+            "dtk",
+            "--release",
+            &spec,
+            "--registry-ca",
+            &ca,
+            "--no-cache",
+        ])
+        .await
+        .expect_code(4);
+    assert!(
+        run.stderr
+            .contains("docker-credential-absent is not on PATH"),
+        "{}",
+        run.stderr
+    );
+
     // A repository entry beats the host entry of the same file.
     let ctx = Context::new();
     let file = ctx.write(

@@ -3,12 +3,16 @@
 //! Search order (containers/image `getAuthFilePaths`): `--registry-config`, else
 //! `REGISTRY_AUTH_FILE`, else `${XDG_RUNTIME_DIR}/containers/auth.json`,
 //! `~/.config/containers/auth.json`, `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
-//! Files are searched in that order; inside a file the most specific key wins
-//! (`host/ns/repo`, then `host/ns`, then `host`).
+//! Files are searched in that order; inside a file a `credHelpers` entry for the host comes first
+//! (`docker-credential-<helper> get`), then the most specific `auths` key (`host/ns/repo`,
+//! then `host/ns`, then `host`).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use serde::Deserialize;
@@ -42,7 +46,12 @@ struct AuthFile {
     label: String,
     /// Normalised key (`host[/path]`) → credential.
     auths: HashMap<String, Credential>,
+    /// Host → credential helper name (`credHelpers`).
+    helpers: HashMap<String, String>,
 }
+
+/// What a credential helper answered, per (helper, host): asked once per run.
+type HelperAnswers = Arc<Mutex<HashMap<(String, String), std::result::Result<Credential, String>>>>;
 
 /// Every credential source, in priority order.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +59,7 @@ pub struct Credentials {
     files: Vec<AuthFile>,
     /// Default files that exist but could not be used (reported with `-v`, never fatal).
     pub skipped: Vec<String>,
+    helper_answers: HelperAnswers,
 }
 
 /// The environment the search depends on, passed in so it can be tested.
@@ -104,6 +114,15 @@ impl AuthEnv {
 struct RawFile {
     #[serde(default)]
     auths: HashMap<String, RawEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+}
+
+/// A parsed auth file: `auths` entries and `credHelpers`, keys normalised.
+#[derive(Debug, Clone, Default)]
+pub struct AuthEntries {
+    pub auths: HashMap<String, Credential>,
+    pub helpers: HashMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -156,7 +175,7 @@ fn decode_entry(entry: RawEntry) -> std::result::Result<Credential, String> {
 
 /// Parse a docker/containers auth file (also the `.dockerconfigjson` of a pull secret).
 /// Error messages never quote the content.
-pub fn parse_auth_file(bytes: &[u8]) -> std::result::Result<HashMap<String, Credential>, String> {
+pub fn parse_auth_file(bytes: &[u8]) -> std::result::Result<AuthEntries, String> {
     // serde_json's messages may quote a value (`invalid type: string "…"`): position only.
     let raw: RawFile = serde_json::from_slice(bytes).map_err(|e| {
         format!(
@@ -170,12 +189,58 @@ pub fn parse_auth_file(bytes: &[u8]) -> std::result::Result<HashMap<String, Cred
         let credential = decode_entry(entry).map_err(|e| format!("{e} (key {key:?})"))?;
         auths.insert(normalize_key(&key), credential);
     }
-    Ok(auths)
+    let helpers = raw
+        .cred_helpers
+        .into_iter()
+        .map(|(host, helper)| (normalize_key(&host), helper))
+        .collect();
+    Ok(AuthEntries { auths, helpers })
 }
 
-fn read_file(path: &Path) -> std::result::Result<HashMap<String, Credential>, String> {
+fn read_file(path: &Path) -> std::result::Result<AuthEntries, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     parse_auth_file(&bytes)
+}
+
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
+}
+
+/// `docker-credential-<helper> get`, with the registry host on stdin (the docker protocol).
+fn ask_helper(helper: &str, host: &str) -> std::result::Result<Credential, String> {
+    let program = format!("docker-credential-{helper}");
+    let path = which::which(&program).map_err(|_| format!("{program} is not on PATH"))?;
+    let mut child = Command::new(path)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(host.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("{program} failed: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("{program} has no credentials for {host}"));
+    }
+    let answer: HelperAnswer = serde_json::from_slice(&output.stdout)
+        .map_err(|_| format!("{program} answered something that is not credentials JSON"))?;
+    if answer.username == "<token>" {
+        return Err(format!(
+            "{program} answered an identity token, which is not supported"
+        ));
+    }
+    Ok(Credential {
+        username: answer.username,
+        password: answer.secret,
+    })
 }
 
 /// Most specific first: `host/a/b`, `host/a`, `host`.
@@ -199,14 +264,11 @@ impl Credentials {
     pub fn discover(explicit: Option<&Path>, env: &AuthEnv) -> Result<Self> {
         let mut credentials = Credentials::default();
         if let Some(path) = explicit.or(env.registry_auth_file.as_deref()) {
-            let auths = read_file(path).map_err(|reason| Error::AuthFile {
+            let entries = read_file(path).map_err(|reason| Error::AuthFile {
                 path: path.to_path_buf(),
                 reason,
             })?;
-            credentials.files.push(AuthFile {
-                label: path.display().to_string(),
-                auths,
-            });
+            credentials.push_entries(path.display().to_string(), entries);
             return Ok(credentials);
         }
         for path in env.default_paths() {
@@ -214,10 +276,7 @@ impl Credentials {
                 continue;
             }
             match read_file(&path) {
-                Ok(auths) => credentials.files.push(AuthFile {
-                    label: path.display().to_string(),
-                    auths,
-                }),
+                Ok(entries) => credentials.push_entries(path.display().to_string(), entries),
                 Err(reason) => credentials
                     .skipped
                     .push(format!("{}: {reason}", path.display())),
@@ -227,23 +286,55 @@ impl Credentials {
     }
 
     /// Add a lower-priority source (the cluster's pull secret), searched after the files.
-    pub fn push_source(&mut self, label: impl Into<String>, auths: HashMap<String, Credential>) {
+    pub fn push_entries(&mut self, label: impl Into<String>, entries: AuthEntries) {
         self.files.push(AuthFile {
             label: label.into(),
-            auths,
+            auths: entries.auths,
+            helpers: entries.helpers,
         });
+    }
+
+    fn helper_credential(&self, file: &AuthFile, host: &str) -> Option<Found> {
+        let helper = file.helpers.get(host)?;
+        let key = (helper.clone(), host.to_string());
+        let mut answers = self
+            .helper_answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let answer = answers
+            .entry(key)
+            .or_insert_with(|| ask_helper(helper, host));
+        answer.as_ref().ok().map(|credential| Found {
+            credential: credential.clone(),
+            source: format!("docker-credential-{helper} (credHelpers in {})", file.label),
+        })
     }
 
     pub fn lookup(&self, image: &ImageRef) -> Option<Found> {
         let keys = lookup_keys(image);
+        let host = normalize_key(&image.registry);
         self.files.iter().find_map(|file| {
-            keys.iter().find_map(|key| {
-                file.auths.get(key).map(|credential| Found {
-                    credential: credential.clone(),
-                    source: format!("{} (entry {key:?})", file.label),
+            self.helper_credential(file, &host).or_else(|| {
+                keys.iter().find_map(|key| {
+                    file.auths.get(key).map(|credential| Found {
+                        credential: credential.clone(),
+                        source: format!("{} (entry {key:?})", file.label),
+                    })
                 })
             })
         })
+    }
+
+    /// Credential helpers that were asked and could not help (for `-v`).
+    pub fn helper_failures(&self) -> Vec<String> {
+        let answers = self
+            .helper_answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        answers
+            .values()
+            .filter_map(|a| a.as_ref().err().cloned())
+            .collect()
     }
 
     /// Descriptions of the sources searched, for messages.
@@ -272,7 +363,7 @@ mod tests {
             b64("ns:n")
         );
         let mut c = Credentials::default();
-        c.push_source("f", parse_auth_file(file.as_bytes()).unwrap());
+        c.push_entries("f", parse_auth_file(file.as_bytes()).unwrap());
         let found = c
             .lookup(&image(
                 "quay.io/openshift-release-dev/ocp-release:4.19.0-x86_64",
@@ -300,14 +391,14 @@ mod tests {
     #[test]
     fn earlier_files_win_over_later_more_specific_ones() {
         let mut c = Credentials::default();
-        c.push_source(
+        c.push_entries(
             "first",
             parse_auth_file(
                 format!(r#"{{"auths":{{"quay.io":{{"auth":"{}"}}}}}}"#, b64("a:1")).as_bytes(),
             )
             .unwrap(),
         );
-        c.push_source(
+        c.push_entries(
             "pull secret",
             parse_auth_file(
                 format!(r#"{{"auths":{{"quay.io/x/y":{{"auth":"{}"}},"cloud.openshift.com":{{"auth":"{}"}}}}}}"#, b64("b:2"), b64("c:3")).as_bytes(),

@@ -420,6 +420,12 @@ impl Registry {
                 }
             }
         };
+        let helpers = self.inner.options.credentials.helper_failures();
+        let credentials = if helpers.is_empty() {
+            credentials
+        } else {
+            format!("{credentials}; {}", helpers.join("; "))
+        };
         Error::Unauthorized {
             image: image.to_string(),
             registry: image.registry.clone(),
