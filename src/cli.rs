@@ -1,8 +1,9 @@
 //! Command-line definitions only: no behaviour here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
 use crate::release::Arch;
@@ -30,9 +31,201 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check every KMM Module against a release (or kernel) and follow the check to its verdict
+    #[command(after_help = PREFLIGHT_EXAMPLES)]
+    Preflight(Box<PreflightArgs>),
+    /// Show (or follow) existing preflights
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
     /// Find a release's driver-toolkit image and kernel, straight from the registry
     #[command(after_help = DTK_EXAMPLES)]
     Dtk(DtkArgs),
+}
+
+const PREFLIGHT_EXAMPLES: &str = "\
+Examples:
+  # Before upgrading to 4.19.0: check every Module, follow to the verdict
+  kubectl kmm preflight --release 4.19.0
+
+  # The real-time kernel, in a runbook (no prompt, JSON, exit code)
+  kubectl kmm preflight --release 4.19.0 --rt --yes --replace --cleanup -o json
+
+  # A kernel you already know, without a release
+  kubectl kmm preflight --kernel 5.14.0-570.19.1.el9_6.x86_64
+
+  # Show the object that would be created, change nothing
+  kubectl kmm preflight --release 4.19.0 --dry-run=client";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  # Every preflight in the cluster
+  kubectl kmm status
+
+  # One preflight, followed until it completes
+  kubectl kmm status preflight-4-19-0 -w";
+
+/// A duration as kubectl takes it: `90s`, `30m`, `1h30m`, a bare number of seconds, or `0` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+fn parse_timeout(input: &str) -> Result<Timeout, String> {
+    let input = input.trim();
+    if input == "0" {
+        return Ok(Timeout(None));
+    }
+    if let Ok(seconds) = input.parse::<u64>() {
+        return Ok(Timeout(Some(Duration::from_secs(seconds))));
+    }
+    match humantime::parse_duration(input) {
+        Ok(d) if d.is_zero() => Ok(Timeout(None)),
+        Ok(d) => Ok(Timeout(Some(d))),
+        Err(_) => Err("expected a duration such as 90s, 30m or 1h30m (0 for none)".into()),
+    }
+}
+
+/// kubectl's connection flags: kubectl does not hand its own to plugins, so they come after `kmm`.
+#[derive(Debug, Args, Clone)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig file (default: KUBECONFIG, merged, or ~/.kube/config)
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The kubeconfig cluster to use
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// The kubeconfig user to use
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Username to impersonate
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+
+    /// Group to impersonate (repeatable)
+    #[arg(long = "as-group", value_name = "GROUP")]
+    pub as_group: Vec<String>,
+
+    /// Give up on a request after this long (0: never)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_timeout)]
+    pub request_timeout: Timeout,
+
+    /// Do not verify the API server's certificate (insecure)
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Print the object, create nothing
+    Client,
+    /// Create for real (the default)
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// OpenShift version (4.19.0) or release pull spec: its driver-toolkit gives the kernel
+    #[arg(
+        long,
+        value_name = "VERSION|PULLSPEC",
+        required_unless_present = "kernel",
+        conflicts_with = "kernel"
+    )]
+    pub release: Option<String>,
+
+    /// The target kernel, when you already know it (instead of --release)
+    #[arg(long, value_name = "KVER")]
+    pub kernel: Option<String>,
+
+    /// Driver-toolkit image for in-cluster builds (DTK_AUTO), with --kernel
+    #[arg(long, value_name = "IMG", requires = "kernel")]
+    pub dtk_image: Option<String>,
+
+    /// Check the real-time kernel of the release
+    #[arg(long, requires = "release")]
+    pub rt: bool,
+
+    /// Push images that preflight builds and signs
+    #[arg(long)]
+    pub push_built_image: bool,
+
+    /// Name of the preflight object (default: derived from the release or kernel)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Stop following after this long and exit 3 (0: never)
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
+    pub timeout: Timeout,
+
+    /// Create the object and exit without following it
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Answer yes to questions (existing preflights still need --replace)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// Delete existing preflight objects first, and wait until they are gone
+    #[arg(long)]
+    pub replace: bool,
+
+    /// Delete the preflight object once it is complete
+    #[arg(long)]
+    pub cleanup: bool,
+
+    /// `client`: print the object that would be created, change nothing
+    #[arg(long, value_enum, value_name = "STRATEGY", num_args = 0..=1, require_equals = true, default_missing_value = "client", default_value = "none")]
+    pub dry_run: DryRun,
+
+    /// Output: a live table, or one final JSON or YAML object
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: ReportFormat,
+
+    /// Architecture (default: the cluster nodes'; a mixed cluster uses the multi payload)
+    #[arg(long, value_enum, value_name = "ARCH")]
+    pub arch: Option<Arch>,
+
+    #[command(flatten)]
+    pub release_repo: ReleaseRepoArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A preflight's name (default: list them all)
+    pub name: Option<String>,
+
+    /// Follow it until it completes
+    #[arg(short = 'w', long, requires = "name")]
+    pub watch: bool,
+
+    /// With -w: stop following after this long and exit 3 (0: never)
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
+    pub timeout: Timeout,
+
+    /// Output: a table, or JSON or YAML
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: ReportFormat,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 const DTK_EXAMPLES: &str = "\
@@ -107,5 +300,24 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
+        assert_eq!(
+            parse_timeout("90"),
+            Ok(Timeout(Some(Duration::from_secs(90))))
+        );
+        assert_eq!(
+            parse_timeout("30m"),
+            Ok(Timeout(Some(Duration::from_secs(1800))))
+        );
+        assert_eq!(
+            parse_timeout("1h30m"),
+            Ok(Timeout(Some(Duration::from_secs(5400))))
+        );
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("-5s").is_err());
     }
 }

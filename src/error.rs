@@ -19,6 +19,8 @@ pub enum ExitStatus {
     TimedOut = 3,
     /// The environment: registry or cluster unreachable, TLS, unauthorized, KMM missing.
     Environment = 4,
+    /// Ctrl-C while following: the preflight is left in the cluster (128 + SIGINT).
+    Interrupted = 130,
 }
 
 impl From<ExitStatus> for ExitCode {
@@ -107,6 +109,37 @@ pub enum Error {
         image: String,
         detail: String,
     },
+
+    #[error("no usable kubeconfig: {detail}")]
+    Kubeconfig { detail: String },
+
+    #[error("cannot reach the cluster at {server}: {detail}")]
+    ClusterUnreachable { server: String, detail: String },
+
+    #[error("the cluster at {server} refused the credentials of the current context: {detail}")]
+    ClusterUnauthorized { server: String, detail: String },
+
+    #[error("forbidden: {detail}")]
+    Forbidden { detail: String },
+
+    #[error("KMM is not installed: the cluster has {looked_for}")]
+    KmmNotInstalled { looked_for: String },
+
+    #[error("the cluster answered {code} to {action}: {detail}")]
+    ClusterApi {
+        action: String,
+        code: u16,
+        detail: String,
+    },
+
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: String, name: String },
+
+    #[error("other preflight objects exist: {names}")]
+    ExistingPreflights { names: String },
+
+    #[error("no preflight object named {name}")]
+    PreflightNotFound { name: String },
 }
 
 impl Error {
@@ -144,11 +177,21 @@ impl Error {
             | Error::DtkFileMissing { .. }
             | Error::DtkFileMalformed { .. }
             | Error::FileTooLarge { .. }
-            | Error::CorruptLayer { .. } => ExitStatus::BadInput,
+            | Error::CorruptLayer { .. }
+            | Error::AlreadyExists { .. }
+            | Error::ExistingPreflights { .. }
+            | Error::PreflightNotFound { .. } => ExitStatus::BadInput,
+            Error::ClusterApi { code, .. } if (400..500).contains(code) => ExitStatus::BadInput,
             Error::Unauthorized { .. }
             | Error::RegistryUnreachable { .. }
             | Error::RegistryTls { .. }
-            | Error::RegistryProtocol { .. } => ExitStatus::Environment,
+            | Error::RegistryProtocol { .. }
+            | Error::Kubeconfig { .. }
+            | Error::ClusterUnreachable { .. }
+            | Error::ClusterUnauthorized { .. }
+            | Error::Forbidden { .. }
+            | Error::KmmNotInstalled { .. }
+            | Error::ClusterApi { .. } => ExitStatus::Environment,
         }
     }
 
@@ -209,6 +252,40 @@ impl Error {
                  --insecure-registry {registry}"
             ),
             Error::RegistryProtocol { .. } => "retry later; run with -v for details".into(),
+            Error::Kubeconfig { .. } => {
+                "log in with `oc login` (or point --kubeconfig / KUBECONFIG at a kubeconfig)".into()
+            }
+            Error::ClusterUnreachable { .. } => {
+                "check --context/--kubeconfig and the network path to the API server; \
+                 --request-timeout bounds each request"
+                    .into()
+            }
+            Error::ClusterUnauthorized { .. } => {
+                "log in again (`oc login`), or pick another --context or --user".into()
+            }
+            Error::Forbidden { .. } => {
+                "ask a cluster admin for the kubectl-kmm ClusterRole (see README, RBAC), or use \
+                 --as to impersonate an allowed user"
+                    .into()
+            }
+            Error::KmmNotInstalled { .. } => {
+                "install the Kernel Module Management operator (OperatorHub on OpenShift), or \
+                 check that --context points at the right cluster"
+                    .into()
+            }
+            Error::ClusterApi { .. } => "run with -v for details".into(),
+            Error::AlreadyExists { name, .. } => format!(
+                "pick another --name, follow it with `kubectl kmm status {name} -w`, or add \
+                 --replace to delete it first"
+            ),
+            Error::ExistingPreflights { .. } => {
+                "in KMM 2.4 and later two preflights fight over the same per-Module objects; \
+                 add --replace to delete them first (or delete them yourself)"
+                    .into()
+            }
+            Error::PreflightNotFound { .. } => {
+                "list the preflights with `kubectl kmm status`".into()
+            }
         };
         Some(hint)
     }
@@ -221,6 +298,21 @@ fn repository_of(image: &str) -> &str {
         Some(colon) if !without_digest[colon..].contains('/') => &without_digest[..colon],
         _ => without_digest,
     }
+}
+
+/// An error and its sources, outermost first: HTTP stacks hide the useful part ("connection
+/// refused", "invalid peer certificate") in the sources.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,6 +3,7 @@
 //! Flow: `cli` (flags) → `commands` (orchestration) → `release` / `registry` (core) → `output`.
 
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod output;

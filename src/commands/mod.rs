@@ -1,8 +1,11 @@
 //! One module per subcommand: orchestration only.
 
 pub mod dtk;
+pub mod preflight;
+pub mod status;
 
-use crate::cli::{Cli, Command, RegistryArgs};
+use crate::cli::{Cli, Command, KubeArgs, RegistryArgs};
+use crate::cluster::ClusterOptions;
 use crate::error::{ExitStatus, Result};
 use crate::output::Term;
 use crate::registry::auth::{AuthEnv, Credentials};
@@ -10,7 +13,22 @@ use crate::registry::{self, Proxy, Registry, RegistryOptions};
 
 pub async fn run(cli: Cli, term: &Term) -> Result<ExitStatus> {
     match cli.command {
+        Command::Preflight(args) => preflight::run(*args, term).await,
+        Command::Status(args) => status::run(args, term).await,
         Command::Dtk(args) => dtk::run(args, term).await,
+    }
+}
+
+pub fn cluster_options(args: &KubeArgs) -> ClusterOptions {
+    ClusterOptions {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        cluster: args.cluster.clone(),
+        user: args.user.clone(),
+        as_user: args.as_user.clone(),
+        as_groups: args.as_group.clone(),
+        request_timeout: args.request_timeout.0,
+        insecure_skip_tls_verify: args.insecure_skip_tls_verify,
     }
 }
 

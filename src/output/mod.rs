@@ -1,6 +1,7 @@
 //! Everything the plugin writes to the terminal goes through here.
 
 pub mod dtk;
+pub mod preflight;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;

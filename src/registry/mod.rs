@@ -23,7 +23,7 @@ use oci_client::client::{
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, chain};
 use auth::{Credentials, Found};
 use manifest::Descriptor;
 use reference::ImageRef;
@@ -184,22 +184,7 @@ enum Class {
     Other,
 }
 
-/// The error chain, outermost first: reqwest hides the useful part ("connection refused",
-/// "invalid peer certificate") in its sources.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
-fn looks_like_tls(detail: &str) -> bool {
+pub(crate) fn looks_like_tls(detail: &str) -> bool {
     let lower = detail.to_ascii_lowercase();
     [
         "certificate",

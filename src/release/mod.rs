@@ -94,6 +94,28 @@ impl Payload {
     }
 }
 
+/// The payload for a cluster whose nodes have these `kubernetes.io/arch` values: one
+/// architecture reads its own payload; a mix reads the multi payload, with the driver-toolkit
+/// of the most common architecture. None when no node has a known architecture.
+pub fn payload_for_nodes(goarches: &[String]) -> Option<(Payload, Arch)> {
+    let mut counts: Vec<(Arch, usize)> = Arch::ALL.iter().map(|a| (*a, 0)).collect();
+    for arch in goarches.iter().filter_map(|g| Arch::from_goarch(g)) {
+        if let Some(entry) = counts.iter_mut().find(|(a, _)| *a == arch) {
+            entry.1 += 1;
+        }
+    }
+    let present: Vec<(Arch, usize)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+    let most = present
+        .iter()
+        .max_by_key(|(a, n)| (*n, std::cmp::Reverse(*a as u8)))?
+        .0;
+    if present.len() == 1 {
+        Some((Payload::Single(most), most))
+    } else {
+        Some((Payload::Multi, most))
+    }
+}
+
 /// What `--release` said: a version to look up, or a pull spec to use as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseSpec {
@@ -497,6 +519,25 @@ mod tests {
         }
         assert!(parse_release_repo(Some("quay.io/a/b:tag")).is_err());
         assert!(parse_release_repo(Some("not a repo")).is_err());
+    }
+
+    #[test]
+    fn payload_from_nodes() {
+        let nodes = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            payload_for_nodes(&nodes(&["arm64", "arm64"])),
+            Some((Payload::Single(Arch::Aarch64), Arch::Aarch64))
+        );
+        assert_eq!(
+            payload_for_nodes(&nodes(&["amd64", "arm64", "arm64"])),
+            Some((Payload::Multi, Arch::Aarch64))
+        );
+        assert_eq!(
+            payload_for_nodes(&nodes(&["arm64", "amd64"])),
+            Some((Payload::Multi, Arch::X86_64))
+        );
+        assert_eq!(payload_for_nodes(&nodes(&["riscv64"])), None);
+        assert_eq!(payload_for_nodes(&[]), None);
     }
 
     #[test]

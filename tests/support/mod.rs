@@ -1,8 +1,11 @@
 //! Test peers and helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod apiserver;
+pub mod cluster;
 pub mod fixtures;
 pub mod images;
+pub mod operator;
 pub mod proxy;
 pub mod registry;
 

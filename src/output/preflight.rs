@@ -1,0 +1,373 @@
+//! Rendering of `kubectl kmm preflight` and `status`: the live view, the verdict, the report.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use console::Style;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Term, stdout, to_json, to_yaml};
+use crate::cli::ReportFormat;
+use crate::cluster::status::{Progress, Row, State};
+
+/// `12s`, `3m05s`, `1h02m`.
+pub fn elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn status_text(row: &Row) -> &str {
+    if row.status.is_empty() {
+        "(waiting)"
+    } else {
+        &row.status
+    }
+}
+
+fn style_for(state: State) -> Style {
+    match state {
+        State::Verified => Style::new().green(),
+        State::Failed => Style::new().red().bold(),
+        State::InProgress => Style::new().yellow(),
+        State::Pending => Style::new().dim(),
+    }
+}
+
+/// The table: NAMESPACE, MODULE, STATUS, STAGE, REASON and, when given, ELAPSED.
+pub fn table(
+    progress: &Progress,
+    times: Option<&dyn Fn(&Row) -> Duration>,
+    color: bool,
+) -> Vec<String> {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "NAMESPACE".into(),
+        "MODULE".into(),
+        "STATUS".into(),
+        "STAGE".into(),
+        "REASON".into(),
+        if times.is_some() {
+            "ELAPSED".into()
+        } else {
+            String::new()
+        },
+    ]];
+    for row in &progress.rows {
+        rows.push([
+            row.namespace.clone(),
+            row.name.clone(),
+            status_text(row).to_string(),
+            row.stage.clone(),
+            row.reason.clone(),
+            times.map(|t| elapsed(t(row))).unwrap_or_default(),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c == 5 && cell.is_empty() {
+                    break;
+                }
+                let padded = format!("{cell:<width$}", width = widths[c]);
+                let cell = if c == 2 && i > 0 && color {
+                    style_for(progress.rows[i - 1].state)
+                        .force_styling(true)
+                        .apply_to(padded)
+                        .to_string()
+                } else {
+                    padded
+                };
+                line.push_str(&cell);
+                if c < 5 {
+                    line.push_str("  ");
+                }
+            }
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+pub fn summary(progress: &Progress) -> String {
+    if progress.rows.is_empty() {
+        return "no Modules".into();
+    }
+    let mut parts = vec![
+        format!("{} verified", progress.count(State::Verified)),
+        format!("{} failed", progress.count(State::Failed)),
+        format!("{} in progress", progress.count(State::InProgress)),
+    ];
+    let pending = progress.count(State::Pending);
+    if pending > 0 {
+        parts.push(format!("{pending} waiting for a status"));
+    }
+    format!(
+        "{} of {} Modules: {}",
+        progress.count(State::Verified) + progress.count(State::Failed),
+        progress.rows.len(),
+        parts.join(", ")
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Redrawn in place (stdout is a terminal).
+    Table,
+    /// One line per change, no control characters.
+    Lines,
+    /// JSON or YAML at the end only.
+    Quiet,
+}
+
+/// The live view while following.
+pub struct Live {
+    mode: Mode,
+    color: bool,
+    header: String,
+    started: Instant,
+    out: console::Term,
+    drawn: usize,
+    progress: Progress,
+    /// When each Module reached its final state.
+    done_at: HashMap<(String, String), Duration>,
+    previous: HashMap<(String, String), (String, String, String)>,
+    said_no_modules: bool,
+}
+
+impl Live {
+    pub fn new(format: ReportFormat, term: &Term, header: String) -> Live {
+        let mode = match format {
+            ReportFormat::Json | ReportFormat::Yaml => Mode::Quiet,
+            ReportFormat::Table if term.stdout_is_terminal => Mode::Table,
+            ReportFormat::Table => Mode::Lines,
+        };
+        let live = Live {
+            mode,
+            color: term.color && mode == Mode::Table,
+            header,
+            started: Instant::now(),
+            out: console::Term::stdout(),
+            drawn: 0,
+            progress: Progress::default(),
+            done_at: HashMap::new(),
+            previous: HashMap::new(),
+            said_no_modules: false,
+        };
+        if mode == Mode::Lines {
+            stdout(&live.header);
+        }
+        live
+    }
+
+    fn key(row: &Row) -> (String, String) {
+        (row.namespace.clone(), row.name.clone())
+    }
+
+    fn module_time(&self, row: &Row) -> Duration {
+        self.done_at
+            .get(&Self::key(row))
+            .copied()
+            .unwrap_or_else(|| self.started.elapsed())
+    }
+
+    fn redraw(&mut self) {
+        let width = self.out.size().1 as usize;
+        let mut lines = vec![self.header.clone()];
+        let times = |row: &Row| self.module_time(row);
+        lines.extend(table(&self.progress, Some(&times), self.color));
+        lines.push(format!(
+            "{} ({})",
+            summary(&self.progress),
+            elapsed(self.started.elapsed())
+        ));
+        let _ = self.out.clear_last_lines(self.drawn);
+        for line in &lines {
+            let _ = self
+                .out
+                .write_line(&console::truncate_str(line, width.max(20), "…"));
+        }
+        self.drawn = lines.len();
+    }
+
+    pub fn changed(&mut self, progress: &Progress) {
+        let now = self.started.elapsed();
+        for row in &progress.rows {
+            if row.state.is_done() {
+                self.done_at.entry(Self::key(row)).or_insert(now);
+            } else {
+                self.done_at.remove(&Self::key(row));
+            }
+        }
+        if self.mode == Mode::Lines {
+            if progress.rows.is_empty() && !self.said_no_modules {
+                self.said_no_modules = true;
+                stdout(&format!("[{}] no Modules in the cluster", elapsed(now)));
+            }
+            for row in &progress.rows {
+                let current = (row.status.clone(), row.stage.clone(), row.reason.clone());
+                if self.previous.get(&Self::key(row)) != Some(&current) {
+                    let reason = if row.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", row.reason)
+                    };
+                    let stage = if row.stage.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", row.stage)
+                    };
+                    stdout(&format!(
+                        "[{}] {}/{} {}{stage}{reason}",
+                        elapsed(now),
+                        row.namespace,
+                        row.name,
+                        status_text(row)
+                    ));
+                    self.previous.insert(Self::key(row), current);
+                }
+            }
+        }
+        self.progress = progress.clone();
+        if self.mode == Mode::Table {
+            self.redraw();
+        }
+    }
+
+    pub fn tick(&mut self) {
+        if self.mode == Mode::Table && self.drawn > 0 {
+            self.redraw();
+        }
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        self.mode == Mode::Quiet
+    }
+}
+
+/// One Module in the final report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportModule {
+    pub namespace: String,
+    pub name: String,
+    pub verification_status: Option<String>,
+    pub verification_stage: Option<String>,
+    pub status_reason: Option<String>,
+}
+
+/// The one final object of `-o json|yaml`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub kernel_version: Option<String>,
+    pub dtk_image: Option<String>,
+    pub release_image: Option<String>,
+    pub push_built_image: bool,
+    /// Success, Failure, TimedOut, Created, DryRun (and InProgress, Interrupted for snapshots).
+    pub result: String,
+    pub modules: Vec<ReportModule>,
+    /// With `--dry-run=client`: the object that would have been created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+}
+
+impl Report {
+    pub fn modules_from(progress: &Progress) -> Vec<ReportModule> {
+        let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        progress
+            .rows
+            .iter()
+            .map(|r| ReportModule {
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+                verification_status: text(&r.status),
+                verification_stage: text(&r.stage),
+                status_reason: text(&r.reason),
+            })
+            .collect()
+    }
+
+    pub fn render(&self, format: ReportFormat) -> Option<String> {
+        match format {
+            ReportFormat::Json => Some(to_json(self)),
+            ReportFormat::Yaml => Some(to_yaml(self)),
+            ReportFormat::Table => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ns: &str, name: &str, state: State, status: &str, reason: &str) -> Row {
+        Row {
+            namespace: ns.into(),
+            name: name.into(),
+            state,
+            status: status.into(),
+            stage: if state.is_done() {
+                "Done".into()
+            } else {
+                "Image".into()
+            },
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn table_and_summary() {
+        let progress = Progress {
+            rows: vec![
+                row(
+                    "gpu-operator",
+                    "nvidia-gpu",
+                    State::Verified,
+                    "Success",
+                    "verified image exists",
+                ),
+                row(
+                    "nic",
+                    "mlx5",
+                    State::InProgress,
+                    "InProgress",
+                    "verification is not finished yet",
+                ),
+                row("storage", "nvme-of", State::Pending, "", ""),
+            ],
+        };
+        let lines = table(&progress, None, false);
+        assert_eq!(
+            lines[0],
+            "NAMESPACE     MODULE      STATUS      STAGE  REASON"
+        );
+        assert_eq!(
+            lines[1],
+            "gpu-operator  nvidia-gpu  Success     Done   verified image exists"
+        );
+        assert_eq!(lines[3], "storage       nvme-of     (waiting)   Image");
+        assert_eq!(
+            summary(&progress),
+            "1 of 3 Modules: 1 verified, 0 failed, 1 in progress, 1 waiting for a status"
+        );
+        let colored = table(&progress, None, true);
+        assert!(colored[1].contains("\u{1b}["), "{:?}", colored[1]);
+        assert_eq!(elapsed(Duration::from_secs(185)), "3m05s");
+        assert_eq!(summary(&Progress::default()), "no Modules");
+    }
+}

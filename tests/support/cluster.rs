@@ -1,0 +1,113 @@
+//! A whole test world for `preflight`: a registry holding a release and its DTK, a test API
+//! server with KMM's CRDs, nodes and Modules, the simulated operator, and a user whose
+//! kubeconfig points at it all.
+
+use serde_json::{Value, json};
+
+use super::apiserver::{ApiServer, Kmm};
+use super::fixtures::{ReleaseFixture, push_release};
+use super::images::Pusher;
+use super::operator::{Operator, OperatorConfig};
+use super::registry::TestRegistry;
+use super::{Context, Run};
+
+pub const VERSION: &str = "4.19.0";
+
+pub struct TestCluster {
+    pub registry: TestRegistry,
+    pub release: ReleaseFixture,
+    pub api: ApiServer,
+    pub operator: Option<Operator>,
+    pub ctx: Context,
+}
+
+/// A Module mapping every kernel to `image` (templated), optionally with a build section.
+pub fn module_spec(image: &str, build: bool) -> Value {
+    let mut container = json!({
+        "modprobe": {"moduleName": "kmod", "dirName": "/opt"},
+        "kernelMappings": [{"regexp": "^.+$", "containerImage": image}],
+    });
+    if build {
+        container["build"] = json!({"dockerfileConfigMap": {"name": "kmod-dockerfile"}});
+    }
+    json!({"selector": {"node-role.kubernetes.io/worker": ""}, "moduleLoader": {"container": container}})
+}
+
+/// The image a `module_spec` image resolves to for `kernel` (KMM's KERNEL_FULL_VERSION).
+pub fn resolved(image: &str, kernel: &str) -> String {
+    image.replace("${KERNEL_FULL_VERSION}", kernel)
+}
+
+impl TestCluster {
+    /// One amd64 node, release 4.19.0 in the registry, no Modules, the operator running.
+    pub async fn start(kmm: Kmm) -> TestCluster {
+        let registry = TestRegistry::plain();
+        let pusher = Pusher::new(&registry);
+        let release = push_release(&pusher, &registry.addr, VERSION, "amd64").await;
+        let api = ApiServer::start(kmm).await;
+        api.add_node("worker-0", "amd64");
+        let mut ctx = Context::new();
+        let kubeconfig = ctx.write(".kube/config", api.kubeconfig());
+        ctx.env("KUBECONFIG", kubeconfig.display().to_string());
+        ctx.env("KMM_RELEASE_REPO", format!("{}/ocp/release", registry.addr));
+        let operator = (kmm != Kmm::None).then(|| {
+            let mut config = OperatorConfig::new(kmm);
+            config.releases.insert(
+                release.release.reference.clone(),
+                (
+                    release.kernel.clone(),
+                    Some(format!("{}+rt", release.kernel)),
+                ),
+            );
+            Operator::start(&api, config)
+        });
+        TestCluster {
+            registry,
+            release,
+            api,
+            operator,
+            ctx,
+        }
+    }
+
+    pub fn kernel(&self) -> &str {
+        &self.release.kernel
+    }
+
+    /// Add a Module; `present` says whether its image for the release's kernel exists.
+    pub fn module(&self, namespace: &str, name: &str, present: bool, build: bool) {
+        let image = format!("quay.io/vendor/{name}:${{KERNEL_FULL_VERSION}}");
+        if present && let Some(op) = &self.operator {
+            op.config
+                .lock()
+                .unwrap()
+                .images
+                .insert(resolved(&image, self.kernel()));
+        }
+        self.api
+            .add_module(namespace, name, module_spec(&image, build));
+    }
+
+    /// `kubectl kmm preflight --release 4.19.0 --insecure-registry <registry> <extra…>`.
+    pub async fn preflight(&self, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "preflight",
+            "--release",
+            VERSION,
+            "--insecure-registry",
+            &self.registry.addr,
+        ];
+        args.extend_from_slice(extra);
+        self.ctx.run(&args).await
+    }
+
+    pub fn pvo(&self, name: &str) -> Option<Value> {
+        self.api
+            .get("kmm.sigs.x-k8s.io", "PreflightValidationOCP", "", name)
+    }
+
+    pub fn pv(&self, name: &str) -> Option<Value> {
+        self.api
+            .get("kmm.sigs.x-k8s.io", "PreflightValidation", "", name)
+    }
+}
