@@ -150,11 +150,11 @@ pub struct PreflightArgs {
     pub kernel: Option<String>,
 
     /// Driver-toolkit image for in-cluster builds (DTK_AUTO), with --kernel
-    #[arg(long, value_name = "IMG", requires = "kernel")]
+    #[arg(long, value_name = "IMG", conflicts_with = "release")]
     pub dtk_image: Option<String>,
 
     /// Check the real-time kernel of the release
-    #[arg(long, requires = "release")]
+    #[arg(long, conflicts_with = "kernel")]
     pub rt: bool,
 
     /// Push images that preflight builds and signs

@@ -136,13 +136,13 @@ async fn resolve_release(
         None => match cluster.node_architectures().await? {
             Some(arches) => match release::payload_for_nodes(&arches) {
                 Some((payload, platform)) => {
+                    let payload_name = match payload {
+                        Payload::Multi => format!("multi payload (driver-toolkit for {platform})"),
+                        Payload::Single(a) => format!("{a} payload"),
+                    };
                     term.info(&format!(
-                        "nodes: {}; using the {} payload",
-                        describe_arches(&arches),
-                        match payload {
-                            Payload::Multi => format!("multi (driver-toolkit for {platform})"),
-                            Payload::Single(a) => a.to_string(),
-                        }
+                        "nodes: {}; using the {payload_name}",
+                        describe_arches(&arches)
                     ));
                     (payload, platform)
                 }

@@ -156,6 +156,50 @@ impl Context {
         Run::from(command.output().await.unwrap())
     }
 
+    /// Start the plugin and leave it running (stdout and stderr piped).
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let mut command = tokio::process::Command::new(plugin_binary());
+        command
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        self.prepare(&mut command, None);
+        command.spawn().unwrap()
+    }
+
+    /// Run the plugin on a pseudo-terminal (util-linux `script`), typing `input`. The output is
+    /// what the terminal showed, stdout and stderr together.
+    pub async fn run_in_terminal(&self, args: &[&str], input: &str) -> Run {
+        let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+        let line = std::iter::once(plugin_binary().display().to_string())
+            .chain(args.iter().map(|a| a.to_string()))
+            .map(|a| quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut command = tokio::process::Command::new("script");
+        command
+            .args([
+                "-qefc",
+                &format!("stty cols 160 rows 50; exec {line}"),
+                "/dev/null",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        self.prepare(&mut command, None);
+        command.env("TERM", "xterm-256color");
+        let mut child = command.spawn().unwrap();
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(input.as_bytes()).await;
+            // Keep stdin open until the program ends: an early EOF would reach it as Ctrl-D.
+            let output = child.wait_with_output().await.unwrap();
+            drop(stdin);
+            return Run::from(output);
+        }
+        Run::from(child.wait_with_output().await.unwrap())
+    }
+
     /// Run `kubectl <args>` with the plugin's directory first on PATH: plugin discovery.
     pub async fn kubectl(&self, args: &[&str]) -> Run {
         let kubectl = which::which("kubectl").expect("kubectl is not installed");
@@ -164,6 +208,19 @@ impl Context {
         let binary = plugin_binary();
         self.prepare(&mut command, binary.parent());
         Run::from(command.output().await.unwrap())
+    }
+}
+
+/// Run the plugin (`run`) while `during` acts on its peers. When the plugin ends first, `during`
+/// is dropped unfinished: a test never hangs on an action the plugin no longer waits for.
+pub async fn while_running(
+    run: impl std::future::Future<Output = Run>,
+    during: impl std::future::Future<Output = ()>,
+) -> Run {
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => result,
+        _ = during => run.await,
     }
 }
 

@@ -61,6 +61,18 @@ enum Action {
 pub struct Operator {
     task: tokio::task::JoinHandle<()>,
     pub config: Arc<Mutex<OperatorConfig>>,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl Operator {
+    /// Stop reconciling (as if the operator pod were down) until `resume`.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
 }
 
 impl Drop for Operator {
@@ -554,6 +566,7 @@ impl Operator {
         .collect();
         let pv_key = reconciler.pv.key();
         let mut events = store.events.subscribe();
+        let (paused, mut paused_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             // Generation per object: status-only writes do not trigger a reconcile
             // (GenerationChangedPredicate), except that PVOs mirror their PV's status.
@@ -586,7 +599,15 @@ impl Operator {
                         Err(_) => return,
                     },
                     _ = async { tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)).await }, if wake.is_some() => Action::Reconcile,
+                    changed = paused_rx.changed() => match changed {
+                        Ok(()) => Action::Reconcile,
+                        Err(_) => return,
+                    },
                 };
+                if *paused_rx.borrow() {
+                    // Down: events pile up; everything is reconciled again on resume.
+                    continue;
+                }
                 match action {
                     Action::Reconcile => reconciler.reconcile_all(),
                     Action::Mirror => reconciler.mirror_all(),
@@ -594,6 +615,10 @@ impl Operator {
                 }
             }
         });
-        Operator { task, config }
+        Operator {
+            task,
+            config,
+            paused,
+        }
     }
 }

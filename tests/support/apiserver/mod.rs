@@ -10,6 +10,7 @@ pub mod store;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +135,13 @@ pub struct Recorded {
     pub body: Option<Value>,
 }
 
+impl Recorded {
+    /// A query parameter, decoded.
+    pub fn param(&self, key: &str) -> Option<String> {
+        query_map(&self.query).remove(key)
+    }
+}
+
 /// A rule that makes matching requests 403 Forbidden.
 #[derive(Debug, Clone)]
 pub struct Forbid {
@@ -149,7 +157,29 @@ struct Shared {
     forbidden: Mutex<Vec<Forbid>>,
     delays: Mutex<Vec<(String, Duration)>>,
     drop_watches: watch::Sender<u64>,
+    /// Woken on every request and every watch start or end.
     request_seen: tokio::sync::Notify,
+    /// Established watches: serial → resource plural.
+    live_watches: Mutex<HashMap<u64, String>>,
+    watch_serial: AtomicU64,
+    bookmark_interval: Mutex<Duration>,
+}
+
+/// Removes a watch from the live set when its task ends, however it ends.
+struct LiveWatch {
+    shared: Arc<Shared>,
+    serial: u64,
+}
+
+impl Drop for LiveWatch {
+    fn drop(&mut self) {
+        self.shared
+            .live_watches
+            .lock()
+            .unwrap()
+            .remove(&self.serial);
+        self.shared.request_seen.notify_waiters();
+    }
 }
 
 pub struct ApiServer {
@@ -248,6 +278,9 @@ impl ApiServer {
             delays: Mutex::default(),
             drop_watches,
             request_seen: tokio::sync::Notify::new(),
+            live_watches: Mutex::default(),
+            watch_serial: AtomicU64::new(0),
+            bookmark_interval: Mutex::new(Duration::from_millis(500)),
         });
         let server = ApiServer::listen(shared.clone(), server_config).await;
         let (addr, task) = server;
@@ -337,6 +370,47 @@ impl ApiServer {
         }
     }
 
+    /// Wait until `condition` holds, re-checked on every request and watch start or end.
+    pub async fn wait_until(&self, condition: impl Fn() -> bool) {
+        loop {
+            let notified = self.shared.request_seen.notified();
+            if condition() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Serials of the established watches on `resource` (serials only grow).
+    pub fn live_watches(&self, resource: &str) -> Vec<u64> {
+        let live = self.shared.live_watches.lock().unwrap();
+        live.iter()
+            .filter(|(_, r)| *r == resource)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// The serial the next watch will be greater than.
+    pub fn watch_serial(&self) -> u64 {
+        self.shared.watch_serial.load(Ordering::SeqCst)
+    }
+
+    /// How often watches get a BOOKMARK (they carry the newest resourceVersion).
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        *self.shared.bookmark_interval.lock().unwrap() = interval;
+    }
+
+    /// Write something unrelated, so that history moves on.
+    pub fn touch(&self) {
+        let serial = self.watch_serial();
+        let n = self.store.resource_version();
+        self.put(
+            "",
+            "Namespace",
+            json!({"metadata": {"name": format!("touch-{n}-{serial}")}}),
+        );
+    }
+
     pub fn forbid(&self, verb: &'static str, group: &'static str, resource: &'static str) {
         self.shared.forbidden.lock().unwrap().push(Forbid {
             verb,
@@ -380,6 +454,10 @@ impl ApiServer {
             json!({"metadata": {"name": name, "labels": {"kubernetes.io/arch": goarch, "kubernetes.io/os": "linux"}},
                    "status": {"nodeInfo": {"architecture": goarch, "operatingSystem": "linux"}}}),
         );
+    }
+
+    pub fn delete_node(&self, name: &str) {
+        let _ = self.store.delete(&self.ty("", "Node"), "", name);
     }
 
     /// A Module with one kernel mapping (`regexp` or `literal`) to `image`.
@@ -971,7 +1049,23 @@ async fn watch_response(
         }
     };
     let mut drop_rx = shared.drop_watches.subscribe();
+    let bookmark_every = *shared.bookmark_interval.lock().unwrap();
+    // Established (live, droppable) only when the resourceVersion is not too old.
+    let live = start.is_ok().then(|| {
+        let serial = shared.watch_serial.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .live_watches
+            .lock()
+            .unwrap()
+            .insert(serial, ty.plural.clone());
+        shared.request_seen.notify_waiters();
+        LiveWatch {
+            shared: shared.clone(),
+            serial,
+        }
+    });
     tokio::spawn(async move {
+        let _live = live;
         let (initial, past, mut live) = match start {
             Ok(s) => s,
             Err((old, current)) => {
@@ -1010,7 +1104,8 @@ async fn watch_response(
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval(Duration::from_millis(200));
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + bookmark_every, bookmark_every);
         loop {
             tokio::select! {
                 event = live.recv() => match event {
