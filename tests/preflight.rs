@@ -773,3 +773,48 @@ async fn name_and_push_built_image() {
     let pvo = c.pvo("pre-upgrade.4-19").unwrap();
     assert_eq!(pvo["spec"]["pushBuiltImage"], true);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rt_kernel_yaml_and_no_timeout() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    let rt_image = format!("quay.io/vendor/nvidia-gpu:{}_rt", c.kernel());
+    c.operator
+        .as_ref()
+        .unwrap()
+        .config
+        .lock()
+        .unwrap()
+        .images
+        .insert(rt_image);
+    c.api.add_module(
+        "gpu-operator",
+        "nvidia-gpu",
+        module_spec("quay.io/vendor/nvidia-gpu:${KERNEL_FULL_VERSION}", false),
+    );
+    let run = c
+        .preflight(&["--rt", "--timeout", "0", "-o", "yaml"])
+        .await
+        .expect_code(0);
+    let report: Value = serde_yaml_ng::from_str(&run.stdout).unwrap();
+    assert_eq!(report["result"], "Success");
+    assert_eq!(report["name"], "preflight-4-19-0-rt");
+    assert_eq!(report["kernelVersion"], format!("{}+rt", c.kernel()));
+    assert_eq!(
+        creates(&c)[0].body.clone().unwrap()["spec"]["kernelVersion"],
+        format!("{}+rt", c.kernel())
+    );
+
+    // An aarch64 DTK has no RT kernel.
+    let pusher = Pusher::new(&c.registry);
+    push_release(&pusher, &c.registry.addr, VERSION, "arm64").await;
+    let run = c
+        .preflight(&["--rt", "--arch", "aarch64", "--dry-run=client"])
+        .await
+        .expect_code(2);
+    assert!(
+        run.stderr
+            .contains("release 4.19.0 has no real-time kernel for aarch64"),
+        "{}",
+        run.stderr
+    );
+}

@@ -41,7 +41,11 @@ pub fn resolved(image: &str, kernel: &str) -> String {
 impl TestCluster {
     /// One amd64 node, release 4.19.0 in the registry, no Modules, the operator running.
     pub async fn start(kmm: Kmm) -> TestCluster {
-        let registry = TestRegistry::plain();
+        Self::start_with(kmm, TestRegistry::plain()).await
+    }
+
+    /// The same on `registry` (e.g. TLS with basic auth).
+    pub async fn start_with(kmm: Kmm, registry: TestRegistry) -> TestCluster {
         let pusher = Pusher::new(&registry);
         let release = push_release(&pusher, &registry.addr, VERSION, "amd64").await;
         let api = ApiServer::start(kmm).await;

@@ -342,10 +342,14 @@ impl ApiServer {
         self.tls.ca_pem.clone()
     }
 
+    /// The CA as kubeconfig's `certificate-authority-data`.
+    pub fn ca_data(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&self.tls.ca_pem).unwrap())
+    }
+
     /// A kubeconfig for this server: context `test`, user `admin` (token auth).
     pub fn kubeconfig(&self) -> String {
-        let ca = base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(&self.tls.ca_pem).unwrap());
+        let ca = self.ca_data();
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
              users:\n- name: admin\n  user:\n    token: {}\n- name: alice\n  user:\n    token: alice-token\n\
@@ -602,6 +606,7 @@ fn parse_target(path: &str) -> Option<Target> {
         _ => (None, rest),
     };
     let (plural, name, subresource) = match rest {
+        [] => (String::new(), None, None),
         [plural] => (plural.to_string(), None, None),
         [plural, name] => (plural.to_string(), Some(name.to_string()), None),
         [plural, name, sub] => (
@@ -793,7 +798,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 "{subject}: User \"{effective_user}\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
                 ty.plural, ty.group
             ),
-            details: Some(json!({"name": target.name, "group": ty.group, "kind": ty.plural})),
+            details: Some(match &target.name {
+                Some(name) => json!({"name": name, "group": ty.group, "kind": ty.plural}),
+                None => json!({"group": ty.group, "kind": ty.plural}),
+            }),
         });
     }
 

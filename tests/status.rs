@@ -1,0 +1,148 @@
+//! `kubectl kmm status`: list preflights, show one, follow one.
+
+mod support;
+
+use serde_json::Value;
+use support::apiserver::Kmm;
+use support::cluster::TestCluster;
+
+const NAME: &str = "preflight-4-19-0";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_follow_and_list() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    let run = c.ctx.run(&["status"]).await.expect_code(0);
+    assert_eq!(run.stdout.trim(), "No preflights in the cluster.");
+
+    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("nic", "mlx5", false, false);
+    c.operator.as_ref().unwrap().pause();
+    c.preflight(&["--no-wait"]).await.expect_code(0);
+
+    // A snapshot of something unfinished is not an error.
+    let json = c
+        .ctx
+        .run(&["status", NAME, "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(json["result"], "InProgress");
+    assert_eq!(json["kernelVersion"], c.kernel());
+    assert_eq!(json["dtkImage"], c.release.dtk.reference.as_str());
+    assert_eq!(
+        json["modules"][0]["verificationStatus"],
+        Value::Null,
+        "no status yet"
+    );
+
+    c.operator.as_ref().unwrap().resume();
+    // -w follows like preflight does, and ends like it: mlx5's image is missing, no build.
+    let run = c
+        .ctx
+        .run(&["status", NAME, "-w", "--timeout", "2s"])
+        .await
+        .expect_code(3);
+    assert!(
+        run.stdout.contains("pull pod: ImagePullBackOff"),
+        "{}",
+        run.stdout
+    );
+
+    c.operator
+        .as_ref()
+        .unwrap()
+        .config
+        .lock()
+        .unwrap()
+        .images
+        .insert(format!("quay.io/vendor/mlx5:{}", c.kernel()));
+    c.api.delete_module("nic", "mlx5");
+    c.module("nic", "mlx5", true, false);
+    let json = c
+        .ctx
+        .run(&["status", NAME, "-w", "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(json["result"], "Success");
+    assert_eq!(json["modules"][1]["statusReason"], "verified image exists");
+
+    let run = c.ctx.run(&["status", NAME]).await.expect_code(0);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "PreflightValidationOCP {NAME}: kernel {}",
+            c.kernel()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("nic           mlx5        Success  Done   verified image exists"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("2 of 2 Modules: 2 verified, 0 failed, 0 in progress (Success)"),
+        "{}",
+        run.stdout
+    );
+
+    // The list: the PreflightValidationOCP, not the PreflightValidation KMM made for it.
+    let run = c.ctx.run(&["status"]).await.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert!(lines[0].starts_with("KIND"), "{}", run.stdout);
+    assert!(lines[1].contains(&format!("PreflightValidationOCP  {NAME}  kernel {}  2 verified, 0 failed, 0 in progress  Success", c.kernel())), "{}", run.stdout);
+    let list = c.ctx.run(&["status", "-o", "yaml"]).await.expect_code(0);
+    let list: Vec<Value> = serde_yaml_ng::from_str(&list.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], NAME);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_missing_names_and_old_eras() {
+    let c = TestCluster::start(Kmm::Ocp20).await;
+    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.preflight(&[]).await.expect_code(0);
+    // KMM 2.0: the crStatuses map, keyed by name, read back through v1beta1.
+    let json = c
+        .ctx
+        .run(&["status", NAME, "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(json["apiVersion"], "kmm.sigs.x-k8s.io/v1beta1");
+    assert_eq!(json["releaseImage"], c.release.release.reference.as_str());
+    assert_eq!(json["modules"][0]["namespace"], "gpu-operator");
+    assert_eq!(json["modules"][0]["verificationStatus"], "True");
+
+    let run = c.ctx.run(&["status", "nope"]).await.expect_code(2);
+    assert!(
+        run.stderr.contains("no preflight object named nope"),
+        "{}",
+        run.stderr
+    );
+    let run = c.ctx.run(&["status", "-w"]).await.expect_code(2);
+    assert!(run.stderr.contains("<NAME>"), "{}", run.stderr);
+
+    let failing = TestCluster::start(Kmm::Ocp24).await;
+    failing
+        .operator
+        .as_ref()
+        .unwrap()
+        .config
+        .lock()
+        .unwrap()
+        .builds_succeed = false;
+    failing.module("storage", "nvme-of", false, true);
+    failing.preflight(&[]).await.expect_code(1);
+    let json = failing
+        .ctx
+        .run(&["status", NAME, "-o", "json"])
+        .await
+        .expect_code(1)
+        .json();
+    assert_eq!(json["result"], "Failure");
+}
