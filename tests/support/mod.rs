@@ -24,9 +24,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The plugin binary cargo built for these tests.
+/// The plugin binary cargo built for these tests (for an example, the one beside it).
 pub fn plugin_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kubectl-kmm"))
+    match option_env!("CARGO_BIN_EXE_kubectl-kmm") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("kubectl-kmm")))
+            .unwrap_or_else(|| PathBuf::from("kubectl-kmm")),
+    }
 }
 
 /// Variables that would let the developer's own setup leak into a test.
