@@ -519,8 +519,19 @@ fn json_response(code: u16, body: &Value) -> Response<Body> {
         .unwrap()
 }
 
+/// `Warning: 299 - "…"` headers, one per warning.
+fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let value = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = value.parse() {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
+}
+
 fn error_response(error: &ApiError) -> Response<Body> {
-    json_response(error.code, &error.body())
+    with_warnings(json_response(error.code, &error.body()), &error.warnings)
 }
 
 fn query_map(query: &str) -> HashMap<String, String> {
@@ -749,6 +760,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 reason: "NotFound",
                 message: "the server could not find the requested resource".into(),
                 details: None,
+                ..Default::default()
             }),
         };
     }
@@ -758,6 +770,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             reason: "NotFound",
             message: "the server could not find the requested resource".into(),
             details: None,
+            ..Default::default()
         });
     };
     if target.plural.is_empty() {
@@ -776,6 +789,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             reason: "NotFound",
             message: "the server could not find the requested resource".into(),
             details: None,
+            ..Default::default()
         });
     };
 
@@ -802,6 +816,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 Some(name) => json!({"name": name, "group": ty.group, "kind": ty.plural}),
                 None => json!({"group": ty.group, "kind": ty.plural}),
             }),
+            ..Default::default()
         });
     }
 
@@ -860,19 +875,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 dry_run,
                 strict,
             ) {
-                Ok(written) => {
-                    let mut resp =
-                        json_response(201, &store::convert(&ty, &written.object, &version));
-                    for w in written.warnings {
-                        resp.headers_mut().append(
-                            "warning",
-                            format!("299 - \"{}\"", w.replace('"', "\\\""))
-                                .parse()
-                                .unwrap(),
-                        );
-                    }
-                    resp
-                }
+                Ok(written) => with_warnings(
+                    json_response(201, &store::convert(&ty, &written.object, &version)),
+                    &written.warnings,
+                ),
                 Err(e) => error_response(&e),
             }
         }
@@ -911,6 +917,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 ty.plural
             ),
             details: None,
+            ..Default::default()
         }),
     }
 }

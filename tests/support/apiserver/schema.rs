@@ -82,17 +82,6 @@ pub fn validate(schema: &Value, value: &mut Value, path: &str, out: &mut Outcome
     }
     match value {
         Value::Object(map) => {
-            if let Some(required) = schema.get("required").and_then(Value::as_array) {
-                for name in required.iter().filter_map(Value::as_str) {
-                    if !map.contains_key(name) {
-                        out.causes.push(Cause {
-                            reason: "FieldValueRequired",
-                            message: "Required value".into(),
-                            field: join(path, name),
-                        });
-                    }
-                }
-            }
             let properties = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties");
             let preserve = schema
@@ -115,6 +104,18 @@ pub fn validate(schema: &Value, value: &mut Value, path: &str, out: &mut Outcome
                     None => {
                         out.unknown.push(child_path);
                         map.remove(&key);
+                    }
+                }
+            }
+            // After the fields' own errors, as kube-apiserver lists them.
+            if let Some(required) = schema.get("required").and_then(Value::as_array) {
+                for name in required.iter().filter_map(Value::as_str) {
+                    if !map.contains_key(name) {
+                        out.causes.push(Cause {
+                            reason: "FieldValueRequired",
+                            message: "Required value".into(),
+                            field: join(path, name),
+                        });
                     }
                 }
             }

@@ -112,12 +112,14 @@ impl ResourceType {
 }
 
 /// A Kubernetes `Status` failure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// `Warning` headers (unknown fields), sent with errors too.
+    pub warnings: Vec<String>,
 }
 
 impl ApiError {
@@ -138,6 +140,7 @@ impl ApiError {
             reason: "NotFound",
             message: format!("{} \"{name}\" not found", ty.qualified()),
             details: Some(json!({"name": name, "group": ty.group, "kind": ty.plural})),
+            warnings: vec![],
         }
     }
 
@@ -147,6 +150,7 @@ impl ApiError {
             reason: "AlreadyExists",
             message: format!("{} \"{name}\" already exists", ty.qualified()),
             details: Some(json!({"name": name, "group": ty.group, "kind": ty.plural})),
+            warnings: vec![],
         }
     }
 
@@ -168,6 +172,7 @@ impl ApiError {
                 "name": name, "group": ty.group, "kind": ty.kind,
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             })),
+            warnings: vec![],
         }
     }
 
@@ -177,6 +182,7 @@ impl ApiError {
             reason: "BadRequest",
             message,
             details: None,
+            warnings: vec![],
         }
     }
 }
@@ -410,14 +416,17 @@ impl Store {
                 ty.kind, ty.kind
             )));
         }
-        if !outcome.causes.is_empty() {
-            return Err(ApiError::invalid(ty, name, &outcome.causes));
-        }
-        Ok(outcome
+        let warnings: Vec<String> = outcome
             .unknown
             .iter()
             .map(|f| format!("unknown field \"{f}\""))
-            .collect())
+            .collect();
+        if !outcome.causes.is_empty() {
+            let mut error = ApiError::invalid(ty, name, &outcome.causes);
+            error.warnings = warnings;
+            return Err(error);
+        }
+        Ok(warnings)
     }
 
     pub fn create(
@@ -442,6 +451,7 @@ impl Store {
                     ty.kind, ty.group
                 ),
                 details: None,
+                warnings: vec![],
             });
         }
         if body["kind"] != json!(ty.kind) || body["apiVersion"] != json!(ty.api_version(version)) {
