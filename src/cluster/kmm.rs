@@ -89,6 +89,16 @@ pub struct KmmApi {
 }
 
 impl KmmApi {
+    /// The preflight resources this cluster serves, PreflightValidationOCP first: on OpenShift
+    /// it owns a PreflightValidation of the same name.
+    pub fn preflight_resources(&self) -> Vec<Resource> {
+        self.pvo
+            .iter()
+            .map(|(r, _)| r.clone())
+            .chain(self.pv.iter().cloned())
+            .collect()
+    }
+
     /// Human name of the KMM generation, for messages.
     pub fn generation(&self) -> &'static str {
         match (&self.pvo, &self.pv) {

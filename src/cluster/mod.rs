@@ -355,20 +355,6 @@ impl Cluster {
         parse_auth_file(&data.0).map_err(|e| format!("openshift-config/pull-secret: {e}"))
     }
 
-    /// Names of the objects of `resource`.
-    pub async fn names(&self, resource: &Resource) -> Result<Vec<String>> {
-        let list = self
-            .api(resource)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| self.error(&format!("list {}", resource.plural), e))?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name)
-            .collect())
-    }
-
     pub async fn get(&self, resource: &Resource, name: &str) -> Result<Option<Value>> {
         match self.api(resource).get_opt(name).await {
             Ok(o) => Ok(o.map(|o| serde_json::to_value(o).unwrap_or_default())),

@@ -225,15 +225,11 @@ async fn make_room(
         || (api.pvo.is_none() && api.pv.as_ref().is_some_and(|r| r.version == "v1beta2"));
     let name = plan.object["metadata"]["name"].as_str().unwrap_or_default();
     let mut existing: Vec<(Resource, String)> = Vec::new();
-    let resources = api
-        .pvo
-        .iter()
-        .map(|(r, _)| r.clone())
-        .chain(api.pv.iter().cloned());
-    for resource in resources {
-        for other in cluster.names(&resource).await? {
+    for resource in api.preflight_resources() {
+        for object in cluster.list(&resource).await? {
+            let other = object["metadata"]["name"].as_str().unwrap_or_default();
             if era_c || other == name {
-                existing.push((resource.clone(), other));
+                existing.push((resource.clone(), other.to_string()));
             }
         }
     }

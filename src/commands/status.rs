@@ -95,14 +95,8 @@ fn target(object: &Value) -> String {
     }
 }
 
-/// PreflightValidationOCP first: on OpenShift it owns a PreflightValidation of the same name.
 async fn find(cluster: &Cluster, api: &KmmApi, name: &str) -> Result<(Resource, Value)> {
-    let resources = api
-        .pvo
-        .iter()
-        .map(|(r, _)| r.clone())
-        .chain(api.pv.iter().cloned());
-    for resource in resources {
+    for resource in api.preflight_resources() {
         if let Some(object) = cluster.get(&resource, name).await? {
             return Ok((resource, object));
         }

@@ -387,6 +387,19 @@ impl Store {
         let _ = events.send(event);
     }
 
+    fn existing(
+        state: &State,
+        ty: &ResourceType,
+        key: &(String, String, String),
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        state
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(ty, name))
+    }
+
     fn bump(state: &mut State, object: &mut Value) -> u64 {
         state.rv += 1;
         object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
@@ -529,11 +542,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         let key = (ty.key(), namespace.to_string(), name.to_string());
-        let mut object = state
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(ty, name))?;
+        let mut object = Self::existing(&state, ty, &key, name)?;
         let spec_before = object["spec"].clone();
         f(&mut object);
         if object["spec"] != spec_before {
@@ -570,11 +579,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         let key = (ty.key(), namespace.to_string(), name.to_string());
-        let mut object = state
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(ty, name))?;
+        let mut object = Self::existing(&state, ty, &key, name)?;
         let mut status = object["status"].clone();
         merge_patch(&mut status, patch.get("status").unwrap_or(&Value::Null));
         object["status"] = status;
@@ -595,11 +600,7 @@ impl Store {
     ) -> Result<(Value, bool), ApiError> {
         let mut state = self.lock();
         let key = (ty.key(), namespace.to_string(), name.to_string());
-        let mut object = state
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(ty, name))?;
+        let mut object = Self::existing(&state, ty, &key, name)?;
         let has_finalizers = object["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
