@@ -14,7 +14,8 @@ use crate::release::Arch;
     bin_name = "kubectl kmm",
     version,
     about = "Kernel Module Management helpers: check that every KMM Module will work on an OpenShift release before upgrading",
-    propagate_version = true
+    propagate_version = true,
+    after_help = TOP_EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +30,17 @@ pub struct Cli {
     pub no_color: bool,
 }
 
+const TOP_EXAMPLES: &str = "\
+Examples:
+  # Before upgrading to 4.19.0: check every KMM Module, follow to the verdict
+  kubectl kmm preflight --release 4.19.0
+
+  # Preflights in the cluster
+  kubectl kmm status
+
+  # A release's driver-toolkit image and kernel
+  kubectl kmm dtk --release 4.19.0 -o json";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check every KMM Module against a release (or kernel) and follow the check to its verdict
@@ -40,6 +52,50 @@ pub enum Command {
     /// Find a release's driver-toolkit image and kernel, straight from the registry
     #[command(after_help = DTK_EXAMPLES)]
     Dtk(DtkArgs),
+    /// Print the plugin's version and git commit
+    #[command(after_help = VERSION_EXAMPLES)]
+    Version(VersionArgs),
+    /// Print a shell completion script for kubectl-kmm
+    #[command(after_help = COMPLETION_EXAMPLES)]
+    Completion(CompletionArgs),
+}
+
+const VERSION_EXAMPLES: &str = "\
+Examples:
+  kubectl kmm version
+  kubectl kmm version -o json";
+
+const COMPLETION_EXAMPLES: &str = "\
+Examples:
+  # bash, for kubectl-kmm run directly
+  source <(kubectl kmm completion bash)
+
+  # zsh
+  kubectl kmm completion zsh > \"${fpath[1]}/_kubectl-kmm\"
+
+  # `kubectl kmm <TAB>` goes through kubectl (1.26+): put the hook on PATH
+  install -m 0755 kubectl_complete-kmm ~/.local/bin/";
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to print a completion script for
+    #[arg(value_enum)]
+    pub shell: Shell,
 }
 
 const PREFLIGHT_EXAMPLES: &str = "\

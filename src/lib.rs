@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod completion;
 pub mod error;
 pub mod output;
 pub mod registry;
@@ -20,6 +21,12 @@ use crate::error::ExitStatus;
 pub fn main() -> ExitCode {
     // One rustls provider for kube and oci-client alike; failing means one is already set.
     let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // kubectl's plugin completion hook: `kubectl_complete-kmm` runs `kubectl-kmm __complete …`.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__complete") {
+        return commands::completion::protocol(&args[2..]).into();
+    }
 
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,

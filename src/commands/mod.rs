@@ -1,8 +1,10 @@
 //! One module per subcommand: orchestration only.
 
+pub mod completion;
 pub mod dtk;
 pub mod preflight;
 pub mod status;
+pub mod version;
 
 use crate::cli::{Cli, Command, KubeArgs, RegistryArgs};
 use crate::cluster::ClusterOptions;
@@ -16,6 +18,8 @@ pub async fn run(cli: Cli, term: &Term) -> Result<ExitStatus> {
         Command::Preflight(args) => preflight::run(*args, term).await,
         Command::Status(args) => status::run(args, term).await,
         Command::Dtk(args) => dtk::run(args, term).await,
+        Command::Version(args) => version::run(args),
+        Command::Completion(args) => completion::run(args),
     }
 }
 

@@ -142,6 +142,70 @@ impl Recorded {
     }
 }
 
+/// One RBAC policy rule, as in a Role or ClusterRole.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RbacRule {
+    #[serde(default)]
+    pub api_groups: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub resource_names: Vec<String>,
+    pub verbs: Vec<String>,
+}
+
+/// Roles and ClusterRoles applied to one user: anything they do not allow is 403.
+#[derive(Debug, Clone, Default)]
+pub struct Rbac {
+    pub user: String,
+    /// (namespace of a Role, or None for a ClusterRole, rule).
+    pub rules: Vec<(Option<String>, RbacRule)>,
+}
+
+impl Rbac {
+    /// Every Role and ClusterRole in a multi-document YAML file.
+    pub fn from_yaml(user: &str, text: &str) -> Rbac {
+        let mut rules = Vec::new();
+        for document in serde_yaml_ng::Deserializer::from_str(text) {
+            let value: Value = serde::Deserialize::deserialize(document).unwrap();
+            let namespace = match value["kind"].as_str() {
+                Some("ClusterRole") => None,
+                Some("Role") => Some(value["metadata"]["namespace"].as_str().unwrap().to_string()),
+                _ => continue,
+            };
+            for rule in value["rules"].as_array().into_iter().flatten() {
+                rules.push((
+                    namespace.clone(),
+                    serde_json::from_value(rule.clone()).unwrap(),
+                ));
+            }
+        }
+        Rbac {
+            user: user.into(),
+            rules,
+        }
+    }
+
+    /// The index of a rule that allows this request, if any.
+    pub fn allows(&self, r: &Recorded) -> Option<usize> {
+        let has = |list: &[String], item: &str| list.iter().any(|x| x == "*" || x == item);
+        let resource = if r.subresource.is_empty() {
+            r.resource.clone()
+        } else {
+            format!("{}/{}", r.resource, r.subresource)
+        };
+        self.rules.iter().position(|(namespace, rule)| {
+            namespace.as_ref().is_none_or(|ns| *ns == r.namespace)
+                && has(&rule.api_groups, &r.group)
+                && has(&rule.resources, &resource)
+                && has(&rule.verbs, &r.verb)
+                && (rule.resource_names.is_empty()
+                    || (!r.name.is_empty() && rule.resource_names.contains(&r.name)))
+        })
+    }
+}
+
 /// A rule that makes matching requests 403 Forbidden.
 #[derive(Debug, Clone)]
 pub struct Forbid {
@@ -155,6 +219,7 @@ struct Shared {
     tokens: HashMap<String, String>,
     requests: Mutex<Vec<Recorded>>,
     forbidden: Mutex<Vec<Forbid>>,
+    rbac: Mutex<Option<Rbac>>,
     delays: Mutex<Vec<(String, Duration)>>,
     drop_watches: watch::Sender<u64>,
     /// Woken on every request and every watch start or end.
@@ -275,6 +340,7 @@ impl ApiServer {
             tokens,
             requests: Mutex::default(),
             forbidden: Mutex::default(),
+            rbac: Mutex::default(),
             delays: Mutex::default(),
             drop_watches,
             request_seen: tokio::sync::Notify::new(),
@@ -421,6 +487,11 @@ impl ApiServer {
             group,
             resource,
         });
+    }
+
+    /// Enforce `rbac` for its user (others are unrestricted).
+    pub fn enforce(&self, rbac: Rbac) {
+        *self.shared.rbac.lock().unwrap() = Some(rbac);
     }
 
     /// Hold every request whose path contains `path_part` for `delay` before answering.
@@ -713,7 +784,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         impersonate_groups,
         body: body.clone(),
     };
-    shared.requests.lock().unwrap().push(recorded);
+    shared.requests.lock().unwrap().push(recorded.clone());
     shared.request_seen.notify_waiters();
 
     let delay = shared
@@ -793,9 +864,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         });
     };
 
-    let forbidden = shared.forbidden.lock().unwrap().iter().any(|f| {
-        (f.verb == verb || f.verb == "*") && f.group == target.group && f.resource == target.plural
-    });
+    let denied_by_rbac = shared
+        .rbac
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|rbac| rbac.user == effective_user && rbac.allows(&recorded).is_none());
+    let forbidden = denied_by_rbac
+        || shared.forbidden.lock().unwrap().iter().any(|f| {
+            (f.verb == verb || f.verb == "*")
+                && f.group == target.group
+                && f.resource == target.plural
+        });
     if forbidden {
         let scope = match &target.namespace {
             Some(ns) => format!("in the namespace \"{ns}\""),
