@@ -346,6 +346,14 @@ pub struct RegistryArgs {
     /// Neither read nor write the answer cache ($XDG_CACHE_HOME/kubectl-kmm)
     #[arg(long)]
     pub no_cache: bool,
+
+    /// ImageDigestMirrorSets to apply (multi-document YAML, as oc takes it)
+    #[arg(long, value_name = "FILE", conflicts_with = "icsp_file")]
+    pub idms_file: Option<PathBuf>,
+
+    /// An ImageContentSourcePolicy to apply (deprecated by IDMS; as oc takes it)
+    #[arg(long, value_name = "FILE")]
+    pub icsp_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

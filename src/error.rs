@@ -110,6 +110,17 @@ pub enum Error {
         detail: String,
     },
 
+    #[error("no location of {image} answered: {tried}")]
+    MirrorsFailed {
+        image: String,
+        tried: String,
+        /// Every location said "not found": the image is missing, not the network.
+        all_not_found: bool,
+    },
+
+    #[error("{image}: only its source was tried, and {detail}")]
+    TagNotMirrored { image: String, detail: String },
+
     #[error("no usable kubeconfig: {detail}")]
     Kubeconfig { detail: String },
 
@@ -181,11 +192,19 @@ impl Error {
             | Error::AlreadyExists { .. }
             | Error::ExistingPreflights { .. }
             | Error::PreflightNotFound { .. } => ExitStatus::BadInput,
+            Error::MirrorsFailed { all_not_found, .. } => {
+                if *all_not_found {
+                    ExitStatus::BadInput
+                } else {
+                    ExitStatus::Environment
+                }
+            }
             Error::ClusterApi { code, .. } if (400..500).contains(code) => ExitStatus::BadInput,
             Error::Unauthorized { .. }
             | Error::RegistryUnreachable { .. }
             | Error::RegistryTls { .. }
             | Error::RegistryProtocol { .. }
+            | Error::TagNotMirrored { .. }
             | Error::Kubeconfig { .. }
             | Error::ClusterUnreachable { .. }
             | Error::ClusterUnauthorized { .. }
@@ -252,6 +271,18 @@ impl Error {
                  --insecure-registry {registry}"
             ),
             Error::RegistryProtocol { .. } => "retry later; run with -v for details".into(),
+            Error::MirrorsFailed { .. } => {
+                "check the cluster's ImageDigestMirrorSets and ImageTagMirrorSets (or \
+                 --idms-file/--icsp-file), the mirror's credentials and CA (--registry-ca); -v \
+                 shows every attempt"
+                    .into()
+            }
+            Error::TagNotMirrored { .. } => {
+                "ImageDigestMirrorSets and ImageContentSourcePolicies mirror digest references \
+                 only: add an ImageTagMirrorSet for it, or give the release by digest (the \
+                 cluster's ClusterVersion lists digests)"
+                    .into()
+            }
             Error::Kubeconfig { .. } => {
                 "log in with `oc login` (or point --kubeconfig / KUBECONFIG at a kubeconfig)".into()
             }

@@ -1,6 +1,7 @@
 //! The Kubernetes side: a client built from kubectl-style flags, KMM discovery, and the few
 //! objects the plugin reads and writes.
 
+pub mod clusterversion;
 pub mod follow;
 pub mod kmm;
 pub mod status;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use crate::error::{Error, Result, chain};
 use crate::registry::auth::{AuthEntries, parse_auth_file};
 use crate::registry::looks_like_tls;
+use crate::registry::mirrors::{self, MirrorSet};
 use kmm::{GROUP, KmmApi, PV_CRD, PVO_CRD, Resource};
 
 /// kubectl's connection flags (kubectl does not pass its own to plugins).
@@ -353,6 +355,95 @@ impl Cluster {
             .and_then(|d| d.get(".dockerconfigjson"))
             .ok_or("openshift-config/pull-secret has no .dockerconfigjson key")?;
         parse_auth_file(&data.0).map_err(|e| format!("openshift-config/pull-secret: {e}"))
+    }
+
+    fn openshift_resource(
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+    ) -> kube::discovery::ApiResource {
+        kube::discovery::ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: format!("{group}/{version}"),
+            kind: kind.into(),
+            plural: plural.into(),
+        }
+    }
+
+    /// ClusterVersion `version`; Err(reason) when there is none (not OpenShift) or it may not
+    /// be read.
+    pub async fn cluster_version(&self) -> std::result::Result<Value, String> {
+        let resource = Self::openshift_resource(
+            "config.openshift.io",
+            "v1",
+            "ClusterVersion",
+            "clusterversions",
+        );
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        match api.get_opt("version").await {
+            Ok(Some(cv)) => Ok(serde_json::to_value(cv).unwrap_or_default()),
+            Ok(None) => Err("the cluster has no ClusterVersion".into()),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                Err("the cluster has no ClusterVersion (not OpenShift)".into())
+            }
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                Err("reading ClusterVersion is forbidden".into())
+            }
+            Err(e) => Err(format!("reading ClusterVersion failed: {}", chain(&e))),
+        }
+    }
+
+    /// The cluster's ImageDigestMirrorSets, ImageTagMirrorSets and ImageContentSourcePolicies,
+    /// and what could not be read.
+    pub async fn mirror_sets(&self) -> (Vec<MirrorSet>, Vec<String>) {
+        let kinds = [
+            (
+                "config.openshift.io",
+                "v1",
+                "ImageDigestMirrorSet",
+                "imagedigestmirrorsets",
+            ),
+            (
+                "config.openshift.io",
+                "v1",
+                "ImageTagMirrorSet",
+                "imagetagmirrorsets",
+            ),
+            (
+                "operator.openshift.io",
+                "v1alpha1",
+                "ImageContentSourcePolicy",
+                "imagecontentsourcepolicies",
+            ),
+        ];
+        let mut sets = Vec::new();
+        let mut notes = Vec::new();
+        for (group, version, kind, plural) in kinds {
+            let resource = Self::openshift_resource(group, version, kind, plural);
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+            match api.list(&ListParams::default()).await {
+                Ok(list) => {
+                    for object in list.items {
+                        let mut value = serde_json::to_value(object).unwrap_or_default();
+                        value["kind"] = Value::String(kind.into());
+                        match mirrors::sets_of(&value, None) {
+                            Ok(found) => sets.extend(found),
+                            Err(reason) => notes.push(format!("ignoring a {kind}: {reason}")),
+                        }
+                    }
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    notes.push(format!(
+                        "listing {plural} is forbidden: their mirrors are not applied"
+                    ));
+                }
+                Err(e) => notes.push(format!("listing {plural} failed: {}", chain(&e))),
+            }
+        }
+        (sets, notes)
     }
 
     pub async fn get(&self, resource: &Resource, name: &str) -> Result<Option<Value>> {

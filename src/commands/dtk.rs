@@ -13,7 +13,8 @@ pub async fn run(args: DtkArgs, term: &Term) -> Result<ExitStatus> {
     let image = spec.image(&release_repo, Payload::Single(arch));
 
     let credentials = super::local_credentials(&args.registry)?;
-    let registry = super::registry(&args.registry, credentials, term)?;
+    let mirrors = super::file_mirrors(&args.registry)?;
+    let registry = super::registry(&args.registry, credentials, mirrors, term)?;
     let cache = Cache::new(args.registry.no_cache);
 
     term.info(&format!("reading release {image}"));

@@ -8,9 +8,10 @@ pub mod version;
 
 use crate::cli::{Cli, Command, KubeArgs, RegistryArgs};
 use crate::cluster::ClusterOptions;
-use crate::error::{ExitStatus, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::output::Term;
 use crate::registry::auth::{AuthEnv, Credentials};
+use crate::registry::mirrors::{self, Mirrors};
 use crate::registry::{self, Proxy, Registry, RegistryOptions};
 
 pub async fn run(cli: Cli, term: &Term) -> Result<ExitStatus> {
@@ -41,12 +42,42 @@ pub fn local_credentials(args: &RegistryArgs) -> Result<Credentials> {
     Credentials::discover(args.registry_config.as_deref(), &AuthEnv::from_process())
 }
 
-/// The registry client for the registry flags, with `credentials` already gathered.
-pub fn registry(args: &RegistryArgs, credentials: Credentials, term: &Term) -> Result<Registry> {
+/// Mirror rules from `--idms-file` / `--icsp-file`.
+pub fn file_mirrors(args: &RegistryArgs) -> Result<Mirrors> {
+    let mut mirrors = Mirrors::default();
+    let files = [
+        (&args.idms_file, "ImageDigestMirrorSet", "--idms-file"),
+        (&args.icsp_file, "ImageContentSourcePolicy", "--icsp-file"),
+    ];
+    for (path, kind, flag) in files {
+        let Some(path) = path else { continue };
+        let label = path.display().to_string();
+        let sets = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| mirrors::parse_file(&text, &label, kind))
+            .map_err(|reason| {
+                Error::invalid(
+                    format!("{flag} {label}: {reason}"),
+                    format!("{flag} takes a file of {kind} objects, as `oc adm release info` does"),
+                )
+            })?;
+        mirrors.add(sets);
+    }
+    Ok(mirrors)
+}
+
+/// The registry client for the registry flags, with credentials and mirrors already gathered.
+pub fn registry(
+    args: &RegistryArgs,
+    credentials: Credentials,
+    mirrors: Mirrors,
+    term: &Term,
+) -> Result<Registry> {
     Ok(Registry::new(RegistryOptions {
         insecure: args.insecure_registry.clone(),
         ca_certificates: registry::load_ca_files(&args.registry_ca)?,
         credentials,
+        mirrors,
         proxy: Proxy::from_env(),
         notify: term.notifier(),
     }))

@@ -8,7 +8,7 @@ use crate::cli::{DryRun, PreflightArgs, ReportFormat};
 use crate::cluster::follow::{self, End, Step};
 use crate::cluster::kmm::{self, Inputs, KmmApi, OcpSpec, Plan, Resource};
 use crate::cluster::status::Progress;
-use crate::cluster::{Cluster, status};
+use crate::cluster::{Cluster, clusterversion, status};
 use crate::error::{Error, ExitStatus, Result};
 use crate::output::preflight::{Live, Report};
 use crate::output::{self, Term};
@@ -168,15 +168,28 @@ async fn resolve_release(
         }
         Err(reason) => term.info(&format!("not using the cluster pull secret: {reason}")),
     }
-    let registry = super::registry(&args.registry, credentials, term)?;
+    let mut mirrors = super::file_mirrors(&args.registry)?;
+    let (cluster_sets, notes) = cluster.mirror_sets().await;
+    for note in notes {
+        term.info(&note);
+    }
+    mirrors.add(cluster_sets);
+    if !mirrors.is_empty() {
+        term.info(&format!("applying {} image mirror rules", mirrors.len()));
+    }
+    let registry = super::registry(&args.registry, credentials, mirrors, term)?;
     let cache = Cache::new(args.registry.no_cache);
-    let image = spec.image(release_repo, payload);
+    let image = release_image(cluster, spec, release_repo, payload, term).await;
     term.info(&format!("reading release {image}"));
     let (answer, resolution) = release::resolve(&registry, &cache, &image, platform).await?;
     for warning in &resolution.warnings {
         term.warn(warning);
     }
     output::dtk::report_transfer(term, &resolution, registry.transferred());
+    term.say(&format!(
+        "release {} ({}): {}",
+        answer.release_version, answer.architecture, answer.release_image
+    ));
     let kernel_version = if args.rt {
         answer.rt_kernel_version.clone().ok_or_else(|| {
             Error::invalid(
@@ -198,6 +211,56 @@ async fn resolve_release(
         rt: args.rt,
     };
     Ok((inputs, answer.release_version))
+}
+
+/// The image the cluster itself would upgrade to, when its ClusterVersion lists the version
+/// (digest-pinned); otherwise the tag in the release repository.
+async fn release_image(
+    cluster: &Cluster,
+    spec: &ReleaseSpec,
+    release_repo: &crate::registry::reference::ImageRef,
+    payload: Payload,
+    term: &Term,
+) -> crate::registry::reference::ImageRef {
+    let fallback = spec.image(release_repo, payload);
+    let Some(version) = spec.version() else {
+        return fallback;
+    };
+    let cluster_version = match cluster.cluster_version().await {
+        Ok(cv) => cv,
+        Err(reason) => {
+            term.info(&format!("{reason}; using {fallback}"));
+            return fallback;
+        }
+    };
+    let Some(found) = clusterversion::find_release(&cluster_version, version) else {
+        term.info(&format!(
+            "{version} is not in the cluster's ClusterVersion (desired, availableUpdates, \
+             conditionalUpdates, history); using {fallback}"
+        ));
+        return fallback;
+    };
+    for risk in &found.risks {
+        term.warn(&format!(
+            "{version} is a conditional update with risk {}: {} ({})",
+            risk.name, risk.message, risk.url
+        ));
+    }
+    match found.image.parse() {
+        Ok(image) => {
+            term.info(&format!(
+                "{version}: {} (ClusterVersion {})",
+                found.image, found.found_in
+            ));
+            image
+        }
+        Err(e) => {
+            term.warn(&format!(
+                "ClusterVersion lists {version} with an unusable image {e}; using {fallback}"
+            ));
+            fallback
+        }
+    }
 }
 
 fn describe_arches(arches: &[String]) -> String {

@@ -68,6 +68,12 @@ impl Term {
         self.stderr_line(&format!("{label} {message}"));
     }
 
+    /// Always shown, on stderr (stdout stays for the result).
+    pub fn say(&self, message: &str) {
+        let label = self.style(Style::new().cyan()).apply_to("note:");
+        self.stderr_line(&format!("{label} {message}"));
+    }
+
     /// Shown with `-v`.
     pub fn info(&self, message: &str) {
         if self.verbose > 0 {
@@ -100,6 +106,14 @@ impl Term {
             )),
             Notice::SkippedAuthFile { detail } => {
                 self.warn(&format!("ignoring unreadable auth file {detail}"))
+            }
+            Notice::Mirror {
+                image,
+                mirror,
+                origin,
+            } => self.info(&format!("{image}: answered by mirror {mirror} ({origin})")),
+            Notice::LocationFailed { image, reason } => {
+                self.info(&format!("{image}: trying the next location after {reason}"))
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cache;
 pub mod layers;
 pub mod manifest;
+pub mod mirrors;
 pub mod reference;
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +27,7 @@ use oci_client::secrets::RegistryAuth;
 use crate::error::{Error, Result, chain};
 use auth::{Credentials, Found};
 use manifest::Descriptor;
+use mirrors::Mirrors;
 use reference::ImageRef;
 
 const MAX_ATTEMPTS: u32 = 4;
@@ -55,6 +57,17 @@ pub enum Notice {
     },
     SkippedAuthFile {
         detail: String,
+    },
+    /// A mirror answered for an image.
+    Mirror {
+        image: String,
+        mirror: String,
+        origin: String,
+    },
+    /// A location of an image did not answer; the next one is tried.
+    LocationFailed {
+        image: String,
+        reason: String,
     },
 }
 
@@ -89,6 +102,7 @@ pub struct RegistryOptions {
     /// PEM certificates trusted in addition to the system's.
     pub ca_certificates: Vec<Vec<u8>>,
     pub credentials: Credentials,
+    pub mirrors: Mirrors,
     pub proxy: Proxy,
     pub notify: Notifier,
 }
@@ -529,6 +543,66 @@ impl Registry {
             .manifest_bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok(RawManifest { body, digest })
+    }
+
+    /// GET the manifest of `image` where the mirror rules say to look, in order. Returns the
+    /// manifest and the location that answered: fetch the image's blobs from there.
+    pub async fn manifest_located(&self, image: &ImageRef) -> Result<(RawManifest, ImageRef)> {
+        let mirrors = &self.inner.options.mirrors;
+        let (candidates, blocked) = mirrors.candidates(image);
+        if candidates.len() == 1 && !blocked {
+            return match self.manifest(image).await {
+                Ok(m) => Ok((m, image.clone())),
+                Err(e @ (Error::RegistryUnreachable { .. } | Error::RegistryTls { .. }))
+                    if image.digest.is_none() && mirrors.covers_as_digest(image) =>
+                {
+                    Err(Error::TagNotMirrored {
+                        image: image.to_string(),
+                        detail: e.to_string(),
+                    })
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let mut tried = Vec::new();
+        let mut all_not_found = true;
+        for candidate in &candidates {
+            match self.manifest(&candidate.image).await {
+                Ok(m) => {
+                    if let Some(origin) = &candidate.origin {
+                        self.notify(Notice::Mirror {
+                            image: image.to_string(),
+                            mirror: candidate.image.to_string(),
+                            origin: origin.clone(),
+                        });
+                    }
+                    return Ok((m, candidate.image.clone()));
+                }
+                Err(e) => {
+                    all_not_found &= matches!(e, Error::ImageNotFound { .. });
+                    let place = match &candidate.origin {
+                        Some(origin) => format!("mirror {} ({origin})", candidate.image),
+                        None => format!("source {}", candidate.image),
+                    };
+                    self.notify(Notice::LocationFailed {
+                        image: image.to_string(),
+                        reason: format!("{place}: {e}"),
+                    });
+                    tried.push(format!("{place}: {e}"));
+                }
+            }
+        }
+        if blocked {
+            tried.push(format!(
+                "source {} not contacted (NeverContactSource)",
+                image.repository_path()
+            ));
+        }
+        Err(Error::MirrorsFailed {
+            image: image.to_string(),
+            tried: tried.join("; "),
+            all_not_found,
+        })
     }
 
     /// Open `len` bytes of a blob at `offset` (to the end when `len` is None).

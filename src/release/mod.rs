@@ -333,10 +333,10 @@ pub async fn resolve(
         Some(digest) => (digest.clone(), None),
         None => {
             let fetched = registry
-                .manifest(image)
+                .manifest_located(image)
                 .await
                 .map_err(|e| e.with_role(ROLE))?;
-            (fetched.digest.clone(), Some(fetched))
+            (fetched.0.digest.clone(), Some(fetched))
         }
     };
     let pinned = image.pinned(&top_digest);
@@ -350,13 +350,15 @@ pub async fn resolve(
         return Ok((cached, resolution));
     }
 
-    let fetched = match fetched {
+    // `location` is where the mirror rules found it: its layers come from there too.
+    let (fetched, location) = match fetched {
         Some(f) => f,
         None => registry
-            .manifest(&pinned)
+            .manifest_located(&pinned)
             .await
             .map_err(|e| e.with_role(ROLE))?,
     };
+    let location = location.pinned(&top_digest);
     let top =
         manifest::parse(&fetched.body, None).map_err(|reason| Error::UnsupportedManifest {
             role: ROLE,
@@ -364,11 +366,11 @@ pub async fn resolve(
             reason,
         })?;
     let (release_manifest, release_is_list) =
-        platform_manifest(registry, &pinned, top, arch, ROLE).await?;
+        platform_manifest(registry, &location, top, arch, ROLE).await?;
 
     let files = read_files(
         registry,
-        &pinned,
+        &location,
         &release_manifest,
         &[payload::IMAGE_REFERENCES, payload::RELEASE_METADATA],
         payload::METADATA_LIMIT,
@@ -406,8 +408,8 @@ pub async fn resolve(
     })?;
 
     const DTK_ROLE: &str = "driver-toolkit image";
-    let dtk_fetched = registry
-        .manifest(&dtk_image)
+    let (dtk_fetched, dtk_location) = registry
+        .manifest_located(&dtk_image)
         .await
         .map_err(|e| e.with_role(DTK_ROLE))?;
     let dtk_top =
@@ -417,10 +419,10 @@ pub async fn resolve(
             reason,
         })?;
     let (dtk_manifest, dtk_is_list) =
-        platform_manifest(registry, &dtk_image, dtk_top, arch, DTK_ROLE).await?;
+        platform_manifest(registry, &dtk_location, dtk_top, arch, DTK_ROLE).await?;
     let dtk_files = read_files(
         registry,
-        &dtk_image,
+        &dtk_location,
         &dtk_manifest,
         &[dtk::DTK_RELEASE_FILE],
         dtk::DTK_FILE_LIMIT,

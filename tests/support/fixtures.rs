@@ -228,3 +228,56 @@ pub async fn push_payload(
         )
         .await
 }
+
+/// A release whose references name `source` (a registry that may be unreachable), stored in
+/// another registry (`pusher`'s, the mirror) under other repository paths.
+pub struct Mirrored {
+    pub kernel: String,
+    pub release_digest: String,
+    /// `<source>/openshift-release-dev/ocp-release@sha256:…`, as ClusterVersion lists it.
+    pub release_logical: String,
+    /// `<source>/openshift-release-dev/ocp-v4.0-art-dev@sha256:…`, as the payload names it.
+    pub dtk_logical: String,
+}
+
+pub async fn push_mirrored_release(
+    pusher: &Pusher,
+    source: &str,
+    version: &str,
+    release_repo: &str,
+    dtk_repo: &str,
+) -> Mirrored {
+    let kernel = kernel_for(version, "amd64");
+    let dtk = pusher
+        .push_image(
+            dtk_repo,
+            None,
+            &dtk_image(&kernel, "amd64", Flavor::Docker, Compression::Gzip),
+        )
+        .await;
+    let dtk_logical = format!(
+        "{source}/openshift-release-dev/ocp-v4.0-art-dev@{}",
+        dtk.digest
+    );
+    let payload = payload_layer(
+        &image_references(version, Some(&dtk_logical), source),
+        &release_metadata(version, false),
+        50,
+    );
+    let release = pusher
+        .push_image(
+            release_repo,
+            Some(&format!("{version}-x86_64")),
+            &release_image(payload, "amd64", Flavor::Docker),
+        )
+        .await;
+    Mirrored {
+        kernel,
+        release_logical: format!(
+            "{source}/openshift-release-dev/ocp-release@{}",
+            release.digest
+        ),
+        release_digest: release.digest,
+        dtk_logical,
+    }
+}

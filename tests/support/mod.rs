@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod cluster;
 pub mod fixtures;
+pub mod httpproxy;
 pub mod images;
 pub mod operator;
 pub mod proxy;
