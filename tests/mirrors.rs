@@ -194,38 +194,21 @@ async fn only_the_mirror_is_reachable_and_the_preflight_completes() {
     assert_eq!(json["dtkImage"], w.m.dtk_logical.as_str());
     assert_eq!(json["kernelVersion"], w.m.kernel.as_str());
     // The digest used is always printed, without -v too.
-    assert!(
-        run.stderr.contains(&format!(
-            "note: release {VERSION} (x86_64): {}",
-            w.m.release_logical
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains(&format!(
-            "{VERSION}: {} (ClusterVersion availableUpdates)",
-            w.m.release_logical
-        )),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(&format!(
+        "note: release {VERSION} (x86_64): {}",
+        w.m.release_logical
+    ));
+    run.expect_stderr(&format!(
+        "{VERSION}: {} (ClusterVersion availableUpdates)",
+        w.m.release_logical
+    ));
     // -v: which mirror answered, which credentials served it; never the credentials.
-    assert!(
-        run.stderr.contains(&format!(
-            "answered by mirror {}/ocp4/ocp-release@{} (ImageDigestMirrorSet/release)",
-            w.mirror.addr, w.m.release_digest
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains(&format!("{}/ocp4/art-dev@", w.mirror.addr)),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains(&format!("{}/ocp4/ocp-release: credentials from the cluster pull secret openshift-config/pull-secret", w.mirror.addr)), "{}", run.stderr);
+    run.expect_stderr(&format!(
+        "answered by mirror {}/ocp4/ocp-release@{} (ImageDigestMirrorSet/release)",
+        w.mirror.addr, w.m.release_digest
+    ));
+    run.expect_stderr(&format!("{}/ocp4/art-dev@", w.mirror.addr));
+    run.expect_stderr(&format!("{}/ocp4/ocp-release: credentials from the cluster pull secret openshift-config/pull-secret", w.mirror.addr));
     assert!(!run.all_output().contains(PASS));
     // The object names the DTK as the nodes will pull it: through the cluster's own mirrors.
     let pvo = w
@@ -252,25 +235,12 @@ async fn a_version_absent_from_the_cluster_falls_back_to_the_tag_which_idms_does
         .preflight(&["--dry-run=client", "-v"])
         .await
         .expect_code(4);
-    assert!(
-        run.stderr
-            .contains(&format!("{VERSION} is not in the cluster's ClusterVersion")),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains(&format!(
-            "{}/openshift-release-dev/ocp-release:4.19.0-x86_64: only its source was tried",
-            w.source
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("add an ImageTagMirrorSet"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(&format!("{VERSION} is not in the cluster's ClusterVersion"));
+    run.expect_stderr(&format!(
+        "{}/openshift-release-dev/ocp-release:4.19.0-x86_64: only its source was tried",
+        w.source
+    ));
+    run.expect_stderr("add an ImageTagMirrorSet");
 
     // An ImageTagMirrorSet mirrors tags (and IDMS still the DTK's digest).
     w.api.put(
@@ -284,11 +254,7 @@ async fn a_version_absent_from_the_cluster_falls_back_to_the_tag_which_idms_does
         .await
         .expect_code(0);
     assert_eq!(run.json()["kernelVersion"], w.m.kernel.as_str());
-    assert!(
-        run.stderr.contains("(ImageTagMirrorSet/tags)"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("(ImageTagMirrorSet/tags)");
     assert_eq!(
         run.json()["releaseImage"],
         w.m.release_logical.as_str(),
@@ -402,11 +368,7 @@ async fn never_contact_source_is_respected() {
         ])
         .await
         .expect_code(2);
-    assert!(
-        run.stderr.contains("not contacted (NeverContactSource)"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("not contacted (NeverContactSource)");
     assert_eq!(count(), before, "the source was never contacted");
     let json = ctx
         .run(&[
@@ -450,11 +412,7 @@ async fn a_conditional_update_is_used_and_its_risks_listed() {
         .await
         .expect_code(0);
     assert_eq!(run.json()["releaseImage"], w.m.release_logical.as_str());
-    assert!(
-        run.stderr.contains("warning: 4.19.0 is a conditional update with risk AROBrokenDNSMasq: Clusters with a custom DNS may fail to resolve. (https://issues.redhat.com/browse/OCPBUGS-1)"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("warning: 4.19.0 is a conditional update with risk AROBrokenDNSMasq: Clusters with a custom DNS may fail to resolve. (https://issues.redhat.com/browse/OCPBUGS-1)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -465,21 +423,12 @@ async fn wrong_mirror_credentials_exit_4_and_stay_secret() {
         .preflight(&["--dry-run=client", "-v", "--no-cache"])
         .await
         .expect_code(4);
-    assert!(
-        run.stderr.contains(&format!(
-            "not authorized to read {}/ocp4/ocp-release@",
-            w.mirror.addr
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("credentials from the cluster pull secret openshift-config/pull-secret"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("were refused"), "{}", run.stderr);
+    run.expect_stderr(&format!(
+        "not authorized to read {}/ocp4/ocp-release@",
+        w.mirror.addr
+    ));
+    run.expect_stderr("credentials from the cluster pull secret openshift-config/pull-secret");
+    run.expect_stderr("were refused");
     let everything = run.all_output();
     for secret in ["not-the-password-9x", PASS] {
         assert!(!everything.contains(secret));
@@ -564,7 +513,7 @@ async fn mirror_files_as_oc_takes_them() {
         ])
         .await
         .expect_code(2);
-    assert!(run.stderr.contains("cannot be used with"), "{}", run.stderr);
+    run.expect_stderr("cannot be used with");
     let bad = w
         .ctx
         .write("pod.yaml", "kind: Pod\nmetadata:\n  name: x\n")
@@ -575,13 +524,9 @@ async fn mirror_files_as_oc_takes_them() {
         .run(&["dtk", "--release", VERSION, "--idms-file", &bad])
         .await
         .expect_code(2);
-    assert!(
-        run.stderr.contains(&format!(
-            "--idms-file {bad}: document 1 is a Pod, not an ImageDigestMirrorSet"
-        )),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(&format!(
+        "--idms-file {bad}: document 1 is a Pod, not an ImageDigestMirrorSet"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]

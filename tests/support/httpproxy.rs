@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 pub struct HttpProxy {
@@ -18,20 +18,8 @@ impl Drop for HttpProxy {
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(head)
-}
-
 async fn serve(mut client: TcpStream, targets: Arc<Mutex<Vec<String>>>) {
-    let Some(head) = read_head(&mut client).await else {
+    let Some(head) = super::read_http_head(&mut client).await else {
         return;
     };
     let text = String::from_utf8_lossy(&head).to_string();

@@ -95,6 +95,26 @@ impl Run {
         self
     }
 
+    /// Panics, showing stderr, unless stderr contains `needle`.
+    pub fn expect_stderr(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics, showing stdout, unless stdout contains `needle`.
+    pub fn expect_stdout(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "expected {needle:?} in stdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
     pub fn all_output(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
@@ -229,6 +249,20 @@ pub async fn while_running(
         result = &mut run => result,
         _ = during => run.await,
     }
+}
+
+/// Read an HTTP request head (up to the blank line) from a test peer's client.
+pub async fn read_http_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
 }
 
 /// `{"auths": {key: {"auth": base64(user:password)}}}`

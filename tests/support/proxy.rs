@@ -80,18 +80,6 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn read_request_head(client: &mut TcpStream) -> Option<()> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(())
-}
-
 /// The next fault, for plain-HTTP connections only: a TLS handshake (an insecure-registry
 /// probe) is relayed untouched, so faults land on the requests a test means.
 async fn next_fault(client: &TcpStream, state: &State) -> Option<Fault> {
@@ -109,7 +97,7 @@ async fn serve(mut client: TcpStream, upstream: String, state: Arc<State>) {
     match fault {
         Some(Fault::Close) => return,
         Some(Fault::Status(code)) => {
-            if read_request_head(&mut client).await.is_some() {
+            if super::read_http_head(&mut client).await.is_some() {
                 let reason = if code == 429 {
                     "Too Many Requests"
                 } else {
