@@ -84,6 +84,9 @@ pub struct KmmApi {
     pub pv: Option<Resource>,
     /// PreflightValidationOCP, on OpenShift.
     pub pvo: Option<(Resource, OcpSpec)>,
+    /// KMM 2.4 or later, whose preflights share per-Module objects (kmm-api.md §4.4): any two
+    /// preflights conflict, not only two of the same name.
+    pub shared_module_objects: bool,
     /// How this was learned, for `-v`.
     pub source: &'static str,
 }
@@ -147,11 +150,17 @@ fn spec_has(schema: &Value, field: &str) -> bool {
     schema["properties"]["spec"]["properties"][field].is_object()
 }
 
+/// KMM 2.4 renamed the statuses to Success/Failure/InProgress (kmm-api.md §3.1).
+fn has_era_c_statuses(schema: &Value) -> bool {
+    let entry = &schema["properties"]["status"]["properties"]["modules"]["items"]["properties"];
+    entry["verificationStatus"]["enum"]
+        .as_array()
+        .is_some_and(|values| values.iter().any(|v| v == "Success"))
+}
+
 /// Detect the era from the CRDs (either may be absent).
 pub fn from_crds(pv_crd: Option<&Value>, pvo_crd: Option<&Value>) -> KmmApi {
-    let pv = pv_crd
-        .and_then(preferred_version)
-        .map(|(version, _)| Resource::pv(&version));
+    let pv = pv_crd.and_then(preferred_version);
     let pvo = pvo_crd
         .and_then(preferred_version)
         .map(|(version, schema)| {
@@ -164,9 +173,14 @@ pub fn from_crds(pv_crd: Option<&Value>, pvo_crd: Option<&Value>) -> KmmApi {
             };
             (Resource::pvo(&version), spec)
         });
+    let shared_module_objects = matches!(pvo, Some((_, OcpSpec::Kernel)))
+        || pv
+            .as_ref()
+            .is_some_and(|(_, schema)| has_era_c_statuses(schema));
     KmmApi {
-        pv,
+        pv: pv.map(|(version, _)| Resource::pv(&version)),
         pvo,
+        shared_module_objects,
         source: "CRDs",
     }
 }
@@ -388,6 +402,13 @@ mod tests {
         let api = from_crds(Some(&pv), None);
         assert_eq!(api.pvo, None);
         assert_eq!(api.pv, Some(Resource::pv("v1beta2")));
+        // A v1beta2 PreflightValidation alone does not say 2.4: its statuses do.
+        assert!(!api.shared_module_objects);
+        let mut era_c_pv = pv.clone();
+        era_c_pv["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["status"] = json!({"properties": {"modules": {"items": {"properties": {"verificationStatus": {"enum": ["Success", "Failure", "InProgress"]}}}}}});
+        assert!(from_crds(Some(&era_c_pv), None).shared_module_objects);
+        assert!(from_crds(Some(&pv), Some(&era_c)).shared_module_objects);
+        assert!(!from_crds(Some(&pv), Some(&era_b)).shared_module_objects);
     }
 
     #[test]
@@ -395,6 +416,7 @@ mod tests {
         let era_c = KmmApi {
             pv: Some(Resource::pv("v1beta2")),
             pvo: Some((Resource::pvo("v1beta2"), OcpSpec::Kernel)),
+            shared_module_objects: true,
             source: "CRDs",
         };
         let plan_c = plan(&era_c, "p", &inputs()).unwrap();
@@ -412,6 +434,7 @@ mod tests {
                     use_rt_kernel: true,
                 },
             )),
+            shared_module_objects: true,
             source: "CRDs",
         };
         let mut rt = inputs();
@@ -436,6 +459,7 @@ mod tests {
                     use_rt_kernel: false,
                 },
             )),
+            shared_module_objects: true,
             source: "CRDs",
         };
         assert!(plan(&kmm10, "p", &rt).is_err());
@@ -448,6 +472,7 @@ mod tests {
         let upstream = KmmApi {
             pv: Some(Resource::pv("v1beta2")),
             pvo: None,
+            shared_module_objects: true,
             source: "CRDs",
         };
         assert_eq!(

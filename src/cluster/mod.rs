@@ -254,6 +254,7 @@ impl Cluster {
             return Ok(KmmApi {
                 pv: None,
                 pvo: None,
+                shared_module_objects: false,
                 source: "discovery (reading CRDs is forbidden)",
             });
         };
@@ -303,9 +304,12 @@ impl Cluster {
         } else {
             None
         };
+        // Without the CRDs a PreflightValidation's era is unknown: assume the strict one.
+        let shared_module_objects = !matches!(pvo, Some((_, kmm::OcpSpec::Release { .. })));
         Ok(KmmApi {
             pv,
             pvo,
+            shared_module_objects,
             source: "discovery and a server-side dry run (reading CRDs is forbidden)",
         })
     }

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use crate::cli::{DryRun, PreflightArgs, ReportFormat};
 use crate::cluster::follow::{self, End, Step};
-use crate::cluster::kmm::{self, Inputs, KmmApi, OcpSpec, Plan, Resource};
+use crate::cluster::kmm::{self, Inputs, KmmApi, Plan, Resource};
 use crate::cluster::status::Progress;
 use crate::cluster::{Cluster, clusterversion, status};
 use crate::error::{Error, ExitStatus, Result};
@@ -284,14 +284,12 @@ async fn make_room(
     args: &PreflightArgs,
     term: &Term,
 ) -> Result<()> {
-    let era_c = matches!(api.pvo, Some((_, OcpSpec::Kernel)))
-        || (api.pvo.is_none() && api.pv.as_ref().is_some_and(|r| r.version == "v1beta2"));
     let name = plan.object["metadata"]["name"].as_str().unwrap_or_default();
     let mut existing: Vec<(Resource, String)> = Vec::new();
     for resource in api.preflight_resources() {
         for object in cluster.list(&resource).await? {
             let other = object["metadata"]["name"].as_str().unwrap_or_default();
-            if era_c || other == name {
+            if api.shared_module_objects || other == name {
                 existing.push((resource.clone(), other.to_string()));
             }
         }

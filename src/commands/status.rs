@@ -44,11 +44,7 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
                 Some(text) => output::stdout(&text),
                 None => {
                     let mut lines = vec![format!("{} {name}: {}", resource.kind, target(&object))];
-                    lines.extend(view::table(
-                        &progress,
-                        None,
-                        term.color && term.stdout_is_terminal,
-                    ));
+                    lines.extend(view::table(&progress, None, term.stdout_color()));
                     lines.push(format!("{} ({result})", view::summary(&progress)));
                     output::stdout(&lines.join("\n"));
                 }
@@ -153,13 +149,15 @@ async fn list(
             }
         }
     }
-    let reports: Vec<Report> = found
+    let checked: Vec<(Progress, Report)> = found
         .iter()
         .map(|(resource, object)| {
             let progress = status::progress_of(object, modules);
-            report_of(resource, object, snapshot_result(&progress).0, &progress)
+            let report = report_of(resource, object, snapshot_result(&progress).0, &progress);
+            (progress, report)
         })
         .collect();
+    let reports: Vec<&Report> = checked.iter().map(|(_, r)| r).collect();
     match format {
         ReportFormat::Json => output::stdout(&output::to_json(&reports)),
         ReportFormat::Yaml => output::stdout(&output::to_yaml(&reports)),
@@ -167,56 +165,26 @@ async fn list(
             output::stdout("No preflights in the cluster.")
         }
         ReportFormat::Table => {
-            let mut rows = vec![[
-                "KIND".to_string(),
-                "NAME".into(),
-                "TARGET".into(),
-                "MODULES".into(),
-                "RESULT".into(),
-            ]];
-            for ((_, object), report) in found.iter().zip(&reports) {
-                let count = |s: &str| {
-                    report
-                        .modules
-                        .iter()
-                        .filter(|m| {
-                            status::state_of(m.verification_status.as_deref().unwrap_or_default())
-                                == status::state_of(s)
-                        })
-                        .count()
-                };
-                rows.push([
+            let mut rows = vec![
+                ["KIND", "NAME", "TARGET", "MODULES", "RESULT"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for ((_, object), (progress, report)) in found.iter().zip(&checked) {
+                let verified = progress.count(State::Verified);
+                let failed = progress.count(State::Failed);
+                rows.push(vec![
                     report.kind.clone(),
                     report.name.clone(),
                     target(object),
                     format!(
-                        "{} verified, {} failed, {} in progress",
-                        count("Success"),
-                        count("Failure"),
-                        report.modules.len() - count("Success") - count("Failure")
+                        "{verified} verified, {failed} failed, {} in progress",
+                        progress.rows.len() - verified - failed
                     ),
                     report.result.clone(),
                 ]);
             }
-            let mut widths = [0usize; 5];
-            for r in &rows {
-                for (i, c) in r.iter().enumerate() {
-                    widths[i] = widths[i].max(c.chars().count());
-                }
-            }
-            let lines: Vec<String> = rows
-                .iter()
-                .map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                        .collect::<Vec<_>>()
-                        .join("  ")
-                        .trim_end()
-                        .to_string()
-                })
-                .collect();
-            output::stdout(&lines.join("\n"));
+            output::stdout(&output::align(&rows, &|_, _, cell| cell).join("\n"));
         }
     }
     Ok(ExitStatus::Success)

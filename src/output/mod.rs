@@ -24,7 +24,8 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct Term {
     pub verbose: u8,
-    pub color: bool,
+    /// `--no-color` or `NO_COLOR`.
+    pub no_color: bool,
     pub stdout_is_terminal: bool,
     pub stderr_is_terminal: bool,
 }
@@ -36,14 +37,20 @@ impl Term {
         let stderr_is_terminal = std::io::stderr().is_terminal();
         Term {
             verbose,
-            color: !no_color && stderr_is_terminal,
+            no_color,
             stdout_is_terminal,
             stderr_is_terminal,
         }
     }
 
+    /// Colour for what goes to stdout (tables).
+    pub fn stdout_color(&self) -> bool {
+        !self.no_color && self.stdout_is_terminal
+    }
+
+    /// Colour for messages on stderr.
     fn style(&self, style: Style) -> Style {
-        style.force_styling(self.color)
+        style.force_styling(!self.no_color && self.stderr_is_terminal)
     }
 
     fn stderr_line(&self, line: &str) {
@@ -136,6 +143,32 @@ pub fn stdout(text: &str) {
         let _ = out.write_all(b"\n");
     }
     let _ = out.flush();
+}
+
+/// Rows padded into columns (two spaces apart, no trailing blanks). `decorate(row, column, cell)`
+/// may style a padded cell (colour codes do not count towards the width).
+pub fn align(
+    rows: &[Vec<String>],
+    decorate: &dyn Fn(usize, usize, String) -> String,
+) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .enumerate()
+        .map(|(r, row)| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| decorate(r, c, format!("{cell:<width$}", width = widths[c])))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
 }
 
 /// `1.5 MiB`.

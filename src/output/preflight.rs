@@ -45,59 +45,36 @@ pub fn table(
     times: Option<&dyn Fn(&Row) -> Duration>,
     color: bool,
 ) -> Vec<String> {
-    let mut rows: Vec<[String; 6]> = vec![[
-        "NAMESPACE".into(),
-        "MODULE".into(),
-        "STATUS".into(),
-        "STAGE".into(),
-        "REASON".into(),
-        if times.is_some() {
-            "ELAPSED".into()
-        } else {
-            String::new()
-        },
-    ]];
+    let mut header: Vec<String> = ["NAMESPACE", "MODULE", "STATUS", "STAGE", "REASON"]
+        .map(String::from)
+        .to_vec();
+    if times.is_some() {
+        header.push("ELAPSED".into());
+    }
+    let mut rows = vec![header];
     for row in &progress.rows {
-        rows.push([
+        let mut cells = vec![
             row.namespace.clone(),
             row.name.clone(),
             status_text(row).to_string(),
             row.stage.clone(),
             row.reason.clone(),
-            times.map(|t| elapsed(t(row))).unwrap_or_default(),
-        ]);
-    }
-    let mut widths = [0usize; 6];
-    for r in &rows {
-        for (i, cell) in r.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
+        ];
+        if let Some(t) = times {
+            cells.push(elapsed(t(row)));
         }
+        rows.push(cells);
     }
-    rows.iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut line = String::new();
-            for (c, cell) in r.iter().enumerate() {
-                if c == 5 && cell.is_empty() {
-                    break;
-                }
-                let padded = format!("{cell:<width$}", width = widths[c]);
-                let cell = if c == 2 && i > 0 && color {
-                    style_for(progress.rows[i - 1].state)
-                        .force_styling(true)
-                        .apply_to(padded)
-                        .to_string()
-                } else {
-                    padded
-                };
-                line.push_str(&cell);
-                if c < 5 {
-                    line.push_str("  ");
-                }
-            }
-            line.trim_end().to_string()
-        })
-        .collect()
+    super::align(&rows, &|r, c, cell| {
+        if color && r > 0 && c == 2 {
+            style_for(progress.rows[r - 1].state)
+                .force_styling(true)
+                .apply_to(cell)
+                .to_string()
+        } else {
+            cell
+        }
+    })
 }
 
 pub fn summary(progress: &Progress) -> String {
@@ -155,7 +132,7 @@ impl Live {
         };
         let live = Live {
             mode,
-            color: term.color && mode == Mode::Table,
+            color: term.stdout_color() && mode == Mode::Table,
             header,
             started: Instant::now(),
             out: console::Term::stdout(),

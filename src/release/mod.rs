@@ -254,6 +254,7 @@ async fn read_files(
 ) -> Result<std::collections::HashMap<String, Option<Vec<u8>>>> {
     let registry = registry.clone();
     let image = image.clone();
+    let image_name = image.to_string();
     let manifest = manifest.clone();
     let handle = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
@@ -277,7 +278,7 @@ async fn read_files(
         })
     });
     task.await.map_err(|e| Error::CorruptLayer {
-        image: "(internal)".into(),
+        image: image_name,
         reason: format!("layer reader stopped: {e}"),
     })?
 }
