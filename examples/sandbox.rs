@@ -28,9 +28,8 @@ fn main() -> ExitCode {
 
 async fn run(extra: Vec<String>) -> ExitCode {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    if let Some(operator) = &c.operator {
-        operator.config.lock().unwrap().step = Duration::from_millis(1500);
-    }
+    c.operator()
+        .configure(|o| o.step = Duration::from_millis(1500));
     c.api.add_node("worker-1", "amd64");
     c.module("gpu-operator", "nvidia-gpu", true, false);
     c.module("nic", "mlx5", false, true);

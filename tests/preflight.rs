@@ -117,13 +117,7 @@ async fn kmm_2_4_on_openshift_through_kubectl() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_module_exits_1_naming_it() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.operator
-        .as_ref()
-        .unwrap()
-        .config
-        .lock()
-        .unwrap()
-        .builds_succeed = false;
+    c.operator().configure(|o| o.builds_succeed = false);
     c.module("gpu-operator", "nvidia-gpu", true, false);
     c.module("storage", "nvme-of", false, true);
     unmapped(&c, "nic", "mlx5");
@@ -207,14 +201,9 @@ async fn kmm_2_3_gets_a_digest_pinned_release_image() {
 
     // --rt: useRTKernel, and the operator checks the RT kernel's image.
     let rt_image = format!("quay.io/vendor/nvidia-gpu:{}_rt", c.kernel());
-    c.operator
-        .as_ref()
-        .unwrap()
-        .config
-        .lock()
-        .unwrap()
-        .images
-        .insert(rt_image);
+    c.operator().configure(|o| {
+        o.images.insert(rt_image);
+    });
     let json = c
         .preflight(&["--rt", "-o", "json"])
         .await
@@ -311,14 +300,10 @@ async fn outside_openshift_a_preflightvalidation_gets_the_kernel() {
 async fn a_kernel_and_dtk_image_without_a_release() {
     let c = TestCluster::start(Kmm::Ocp24).await;
     let kernel = "5.14.0-611.5.1.el9_7.x86_64";
-    c.operator
-        .as_ref()
-        .unwrap()
-        .config
-        .lock()
-        .unwrap()
-        .images
-        .insert(format!("quay.io/vendor/nvidia-gpu:{kernel}"));
+    c.operator().configure(|o| {
+        o.images
+            .insert(format!("quay.io/vendor/nvidia-gpu:{kernel}"));
+    });
     c.api.add_module(
         "gpu-operator",
         "nvidia-gpu",
@@ -643,7 +628,7 @@ async fn following_survives_dropped_watches_and_expired_history() {
     // Bookmarks carry the newest resourceVersion and would let the watch resume without a 410.
     c.api
         .set_bookmark_interval(std::time::Duration::from_secs(3600));
-    let operator = c.operator.as_ref().unwrap();
+    let operator = c.operator();
     operator.pause();
     const PVO: &str = "preflightvalidationsocp";
     let watching_since = |serial: u64| c.api.live_watches(PVO).iter().any(|s| *s > serial);
@@ -778,14 +763,9 @@ async fn name_and_push_built_image() {
 async fn rt_kernel_yaml_and_no_timeout() {
     let c = TestCluster::start(Kmm::Ocp24).await;
     let rt_image = format!("quay.io/vendor/nvidia-gpu:{}_rt", c.kernel());
-    c.operator
-        .as_ref()
-        .unwrap()
-        .config
-        .lock()
-        .unwrap()
-        .images
-        .insert(rt_image);
+    c.operator().configure(|o| {
+        o.images.insert(rt_image);
+    });
     c.api.add_module(
         "gpu-operator",
         "nvidia-gpu",

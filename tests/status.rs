@@ -16,7 +16,7 @@ async fn show_follow_and_list() {
 
     c.module("gpu-operator", "nvidia-gpu", true, false);
     c.module("nic", "mlx5", false, false);
-    c.operator.as_ref().unwrap().pause();
+    c.operator().pause();
     c.preflight(&["--no-wait"]).await.expect_code(0);
 
     // A snapshot of something unfinished is not an error.
@@ -35,7 +35,7 @@ async fn show_follow_and_list() {
         "no status yet"
     );
 
-    c.operator.as_ref().unwrap().resume();
+    c.operator().resume();
     // -w follows like preflight does, and ends like it: mlx5's image is missing, no build.
     let run = c
         .ctx
@@ -48,14 +48,10 @@ async fn show_follow_and_list() {
         run.stdout
     );
 
-    c.operator
-        .as_ref()
-        .unwrap()
-        .config
-        .lock()
-        .unwrap()
-        .images
-        .insert(format!("quay.io/vendor/mlx5:{}", c.kernel()));
+    c.operator().configure(|o| {
+        o.images
+            .insert(format!("quay.io/vendor/mlx5:{}", c.kernel()));
+    });
     c.api.delete_module("nic", "mlx5");
     c.module("nic", "mlx5", true, false);
     let json = c
@@ -128,14 +124,7 @@ async fn failures_missing_names_and_old_eras() {
     assert!(run.stderr.contains("<NAME>"), "{}", run.stderr);
 
     let failing = TestCluster::start(Kmm::Ocp24).await;
-    failing
-        .operator
-        .as_ref()
-        .unwrap()
-        .config
-        .lock()
-        .unwrap()
-        .builds_succeed = false;
+    failing.operator().configure(|o| o.builds_succeed = false);
     failing.module("storage", "nvme-of", false, true);
     failing.preflight(&[]).await.expect_code(1);
     let json = failing

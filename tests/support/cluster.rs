@@ -74,6 +74,13 @@ impl TestCluster {
         }
     }
 
+    /// The simulated KMM operator (every cluster with KMM has one).
+    pub fn operator(&self) -> &Operator {
+        self.operator
+            .as_ref()
+            .expect("a cluster with KMM has an operator")
+    }
+
     pub fn kernel(&self) -> &str {
         &self.release.kernel
     }

@@ -65,6 +65,11 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Change how the simulated operator behaves (images that exist, build outcome, pace).
+    pub fn configure(&self, change: impl FnOnce(&mut OperatorConfig)) {
+        change(&mut self.config.lock().unwrap());
+    }
+
     /// Stop reconciling (as if the operator pod were down) until `resume`.
     pub fn pause(&self) {
         self.paused.send_replace(true);
