@@ -89,11 +89,9 @@ impl TestCluster {
     pub fn module(&self, namespace: &str, name: &str, present: bool, build: bool) {
         let image = format!("quay.io/vendor/{name}:${{KERNEL_FULL_VERSION}}");
         if present && let Some(op) = &self.operator {
-            op.config
-                .lock()
-                .unwrap()
-                .images
-                .insert(resolved(&image, self.kernel()));
+            op.configure(|o| {
+                o.images.insert(resolved(&image, self.kernel()));
+            });
         }
         self.api
             .add_module(namespace, name, module_spec(&image, build));
