@@ -372,3 +372,37 @@ async fn the_cluster_pull_secret_serves_registries_without_local_credentials() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_kubeconfig_is_reported_without_its_content() {
+    let mut ctx = Context::new();
+    // A token where a mapping belongs: parsers love to quote the offending line.
+    let file = ctx.write(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Config\nusers:\n- name: a\n  user: \"sha256~SECRETTOKEN123\"\nclusters: []\ncontexts: []\n",
+    );
+    ctx.env("KUBECONFIG", file.display().to_string());
+    let run = ctx.run(&["status"]).await.expect_code(4);
+    run.expect_stderr("no usable kubeconfig");
+    run.expect_stderr("line 5");
+    assert!(
+        !run.all_output().contains("SECRETTOKEN123"),
+        "{}",
+        run.stderr
+    );
+    let run = ctx
+        .run(&[
+            "preflight",
+            "--kernel",
+            "5.14.0-1.el9.x86_64",
+            "--kubeconfig",
+            "/etc/hostname",
+        ])
+        .await
+        .expect_code(4);
+    assert!(
+        run.stderr.lines().count() <= 2,
+        "one line and a hint: {}",
+        run.stderr
+    );
+}

@@ -41,10 +41,20 @@ pub struct Cluster {
 
 /// `KUBECONFIG` merged as kubectl merges it: paths in order, the first to set a value wins,
 /// missing files are skipped; `~/.kube/config` when the variable is unset.
+/// A kubeconfig error without the kubeconfig's content: parsers quote the offending line and
+/// values, and a kubeconfig holds tokens. The first line says where; quoted text is masked.
+fn redacted(e: &(dyn std::error::Error + 'static)) -> String {
+    static QUOTED: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r#""[^"]*"|'[^']*'"#).expect("static regex"));
+    let text = chain(e);
+    let first = text.lines().next().unwrap_or_default();
+    QUOTED.replace_all(first, "\"…\"").into_owned()
+}
+
 fn load_kubeconfig(explicit: Option<&PathBuf>) -> Result<Kubeconfig> {
     let read = |path: &PathBuf| {
         Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig {
-            detail: format!("{}: {}", path.display(), chain(&e)),
+            detail: format!("{}: {}", path.display(), redacted(&e)),
         })
     };
     if let Some(path) = explicit {
@@ -68,7 +78,7 @@ fn load_kubeconfig(explicit: Option<&PathBuf>) -> Result<Kubeconfig> {
     let mut merged = Kubeconfig::default();
     for path in existing {
         merged = merged.merge(read(path)?).map_err(|e| Error::Kubeconfig {
-            detail: format!("{}: {}", path.display(), chain(&e)),
+            detail: format!("{}: {}", path.display(), redacted(&e)),
         })?;
     }
     Ok(merged)
@@ -125,7 +135,9 @@ impl Cluster {
         };
         let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube_options)
             .await
-            .map_err(|e| Error::Kubeconfig { detail: chain(&e) })?;
+            .map_err(|e| Error::Kubeconfig {
+                detail: redacted(&e),
+            })?;
         if options.insecure_skip_tls_verify {
             config.accept_invalid_certs = true;
             config.root_cert = None;
