@@ -47,13 +47,7 @@ async fn resolves_a_release_through_kubectl_plugin_discovery() {
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{}", run.stdout);
 
-    let mut keys: Vec<&str> = json
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
+    let keys = run.json_keys();
     let mut expected = KEYS.to_vec();
     expected.sort_unstable();
     assert_eq!(keys, expected);

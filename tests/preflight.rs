@@ -47,13 +47,7 @@ async fn kmm_2_4_on_openshift_through_kubectl() {
         .await
         .expect_code(0);
     let report = run.json();
-    let mut keys: Vec<&str> = report
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
+    let keys = run.json_keys();
     assert_eq!(
         keys,
         [

@@ -115,6 +115,19 @@ impl Run {
         self
     }
 
+    /// The keys of the JSON object on stdout, sorted.
+    pub fn json_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .json()
+            .as_object()
+            .expect("a JSON object")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
     pub fn all_output(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
