@@ -10,11 +10,11 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::registry::cache::Cache;
-use crate::registry::layers::{self, FindError, LayerSource};
-use crate::registry::manifest::{self, ImageManifest, Manifest};
+use crate::registry::files::{platform_manifest, read_files};
+use crate::registry::manifest;
 use crate::registry::reference::ImageRef;
-use crate::registry::{BlobError, Registry};
 
 pub const DEFAULT_RELEASE_REPO: &str = "quay.io/openshift-release-dev/ocp-release";
 const CACHE_NAMESPACE: &str = "dtk-v1";
@@ -205,122 +205,6 @@ pub struct Resolution {
     pub warnings: Vec<String>,
 }
 
-/// The layers of one image, opened lazily from the registry (newest first).
-struct RegistryLayers<'a> {
-    registry: &'a Registry,
-    handle: tokio::runtime::Handle,
-    image: &'a ImageRef,
-    manifest: &'a ImageManifest,
-}
-
-impl LayerSource for RegistryLayers<'_> {
-    fn layer_count(&self) -> usize {
-        self.manifest.layers.len()
-    }
-
-    fn open(&self, index_from_top: usize) -> std::io::Result<Box<dyn std::io::Read + '_>> {
-        let layers = &self.manifest.layers;
-        let layer = &layers[layers.len() - 1 - index_from_top];
-        Ok(Box::new(self.registry.blob_reader(
-            self.handle.clone(),
-            self.image,
-            layer,
-        )))
-    }
-}
-
-/// The registry error inside an io::Error chain from a `BlobReader`, if any.
-fn blob_error(e: &std::io::Error) -> Option<Error> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
-    while let Some(err) = current {
-        if let Some(BlobError(inner)) = err.downcast_ref::<BlobError>() {
-            return Some(inner.clone());
-        }
-        current = match err.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|r| r as _),
-            None => err.source(),
-        };
-    }
-    None
-}
-
-/// Read `paths` from `image`'s layers as a container sees them, streaming, in a blocking thread.
-async fn read_files(
-    registry: &Registry,
-    image: &ImageRef,
-    manifest: &ImageManifest,
-    paths: &'static [&'static str],
-    limit: u64,
-) -> Result<std::collections::HashMap<String, Option<Vec<u8>>>> {
-    let registry = registry.clone();
-    let image = image.clone();
-    let image_name = image.to_string();
-    let manifest = manifest.clone();
-    let handle = tokio::runtime::Handle::current();
-    let task = tokio::task::spawn_blocking(move || {
-        let source = RegistryLayers {
-            registry: &registry,
-            handle,
-            image: &image,
-            manifest: &manifest,
-        };
-        layers::find_files(&source, paths, limit).map_err(|e| match e {
-            FindError::TooLarge { path, size, limit } => Error::FileTooLarge {
-                image: image.to_string(),
-                path,
-                size,
-                limit,
-            },
-            FindError::Io(io) => blob_error(&io).unwrap_or_else(|| Error::CorruptLayer {
-                image: image.to_string(),
-                reason: io.to_string(),
-            }),
-        })
-    });
-    task.await.map_err(|e| Error::CorruptLayer {
-        image: image_name,
-        reason: format!("layer reader stopped: {e}"),
-    })?
-}
-
-/// Fetch `image`'s manifest and, for a list, the entry for `arch`.
-/// Returns the platform manifest and whether a list was involved.
-async fn platform_manifest(
-    registry: &Registry,
-    image: &ImageRef,
-    raw: manifest::Manifest,
-    arch: Arch,
-    role: &'static str,
-) -> Result<(ImageManifest, bool)> {
-    let unsupported = |reason: String| Error::UnsupportedManifest {
-        role,
-        image: image.to_string(),
-        reason,
-    };
-    match raw {
-        Manifest::Image(m) => Ok((m, false)),
-        Manifest::Index(entries) => {
-            let entry = manifest::select_platform(&entries, arch.goarch()).ok_or_else(|| {
-                Error::NoPlatform {
-                    role,
-                    image: image.to_string(),
-                    platform: format!("linux/{}", arch.goarch()),
-                    available: manifest::describe_platforms(&entries),
-                }
-            })?;
-            let child = image.pinned(&entry.digest);
-            let fetched = registry
-                .manifest(&child)
-                .await
-                .map_err(|e| e.with_role(role))?;
-            match manifest::parse(&fetched.body, None).map_err(unsupported)? {
-                Manifest::Image(m) => Ok((m, true)),
-                Manifest::Index(_) => Err(unsupported("an index nested in an index".into())),
-            }
-        }
-    }
-}
-
 /// Resolve a release image to its DTK and kernel. `image` may be a tag or a digest reference.
 pub async fn resolve(
     registry: &Registry,
@@ -367,7 +251,7 @@ pub async fn resolve(
             reason,
         })?;
     let (release_manifest, release_is_list) =
-        platform_manifest(registry, &location, top, arch, ROLE).await?;
+        platform_manifest(registry, &location, top, arch.goarch(), ROLE).await?;
 
     let files = read_files(
         registry,
@@ -420,7 +304,7 @@ pub async fn resolve(
             reason,
         })?;
     let (dtk_manifest, dtk_is_list) =
-        platform_manifest(registry, &dtk_location, dtk_top, arch, DTK_ROLE).await?;
+        platform_manifest(registry, &dtk_location, dtk_top, arch.goarch(), DTK_ROLE).await?;
     let dtk_files = read_files(
         registry,
         &dtk_location,

@@ -10,6 +10,9 @@ use std::io::{self, Read};
 
 use flate2::read::MultiGzDecoder;
 
+mod tree;
+pub use tree::{Node, Subtree, Tree, TreeQuery, scan_tree};
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -78,15 +81,15 @@ pub fn normalize(name: &str) -> String {
     parts.join("/")
 }
 
-fn parent(path: &str) -> &str {
+pub(crate) fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
 }
 
-fn base(path: &str) -> &str {
+pub(crate) fn base(path: &str) -> &str {
     path.rfind('/').map_or(path, |i| &path[i + 1..])
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(crate) fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
@@ -95,7 +98,7 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 /// Proper ancestors of `path`: `a/b/c` → [`a`, `a/b`].
-fn ancestors(path: &str) -> Vec<&str> {
+pub(crate) fn ancestors(path: &str) -> Vec<&str> {
     path.match_indices('/').map(|(i, _)| &path[..i]).collect()
 }
 
@@ -209,7 +212,7 @@ fn scan_layer(tar: impl Read, wanted: &[String], limit: u64) -> Result<LayerScan
 }
 
 /// Where a symlink at `at` pointing to `target` sends `path`.
-fn follow_symlink(path: &str, at: &str, target: &str) -> String {
+pub(crate) fn follow_symlink(path: &str, at: &str, target: &str) -> String {
     let rest = &path[at.len()..];
     let resolved = if target.starts_with('/') {
         normalize(target)
@@ -302,14 +305,14 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    enum E<'a> {
+    pub(super) enum E<'a> {
         File(&'a str, &'a [u8]),
         Dir(&'a str),
         Link(&'a str, &'a str),
         Sym(&'a str, &'a str),
     }
 
-    fn tar_of(entries: &[E]) -> Vec<u8> {
+    pub(super) fn tar_of(entries: &[E]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for e in entries {
             let mut h = tar::Header::new_gnu();
@@ -347,13 +350,13 @@ mod tests {
     }
 
     /// Layers bottom first, as in a manifest; records how many were opened.
-    struct Mem {
+    pub(super) struct Mem {
         layers: Vec<Vec<u8>>,
-        opened: std::cell::RefCell<Vec<usize>>,
+        pub(super) opened: std::cell::RefCell<Vec<usize>>,
     }
 
     impl Mem {
-        fn new(layers: Vec<Vec<u8>>) -> Self {
+        pub(super) fn new(layers: Vec<Vec<u8>>) -> Self {
             Mem {
                 layers,
                 opened: Default::default(),
