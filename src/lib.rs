@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod commands;
 pub mod completion;
 pub mod error;
+pub mod module;
 pub mod output;
 pub mod registry;
 pub mod release;
