@@ -197,6 +197,21 @@ pub fn parse_auth_file(bytes: &[u8]) -> std::result::Result<AuthEntries, String>
     Ok(AuthEntries { auths, helpers })
 }
 
+/// The `.dockercfg` of a `kubernetes.io/dockercfg` Secret: the `auths` map of an auth file,
+/// without the `auths` key around it.
+pub fn parse_dockercfg(bytes: &[u8]) -> std::result::Result<AuthEntries, String> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "not a valid .dockercfg (problem at line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+    let wrapped = serde_json::json!({ "auths": map });
+    parse_auth_file(wrapped.to_string().as_bytes())
+}
+
 fn read_file(path: &Path) -> std::result::Result<AuthEntries, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     parse_auth_file(&bytes)
@@ -283,6 +298,21 @@ impl Credentials {
             }
         }
         Ok(credentials)
+    }
+
+    /// The same sources with `entries` searched before all of them (a Module's
+    /// `imageRepoSecret`).
+    pub fn with_first(&self, label: impl Into<String>, entries: AuthEntries) -> Credentials {
+        let mut credentials = self.clone();
+        credentials.files.insert(
+            0,
+            AuthFile {
+                label: label.into(),
+                auths: entries.auths,
+                helpers: entries.helpers,
+            },
+        );
+        credentials
     }
 
     /// Add a lower-priority source (the cluster's pull secret), searched after the files.
@@ -432,6 +462,26 @@ mod tests {
             ),
             "Credential(<redacted>)"
         );
+    }
+
+    #[test]
+    fn legacy_dockercfg_and_sources_put_first() {
+        let legacy = format!(r#"{{"quay.io":{{"auth":"{}"}}}}"#, b64("old:style"));
+        let entries = parse_dockercfg(legacy.as_bytes()).unwrap();
+        let mut base = Credentials::default();
+        base.push_entries(
+            "pull secret",
+            parse_auth_file(
+                format!(r#"{{"auths":{{"quay.io":{{"auth":"{}"}}}}}}"#, b64("p:s")).as_bytes(),
+            )
+            .unwrap(),
+        );
+        let module = base.with_first("Secret nic/pull", entries);
+        let found = module.lookup(&image("quay.io/v/m:1")).unwrap();
+        assert_eq!(found.credential.username, "old");
+        assert_eq!(module.searched(), vec!["Secret nic/pull", "pull secret"]);
+        assert_eq!(base.searched(), vec!["pull secret"]);
+        assert!(parse_dockercfg(b"[1]").is_err());
     }
 
     #[test]

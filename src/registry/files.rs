@@ -164,3 +164,39 @@ pub async fn platform_manifest(
         }
     }
 }
+
+/// A small blob (an image config), whole and verified against its digest; refused above `limit`.
+pub async fn small_blob(
+    registry: &Registry,
+    image: &ImageRef,
+    blob: &super::manifest::Descriptor,
+    limit: u64,
+) -> Result<Vec<u8>> {
+    if blob.size > limit {
+        return Err(Error::FileTooLarge {
+            image: image.to_string(),
+            path: format!("blob {}", blob.digest),
+            size: blob.size,
+            limit,
+        });
+    }
+    let registry = registry.clone();
+    let image = image.clone();
+    let image_name = image.to_string();
+    let blob = blob.clone();
+    let handle = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        registry
+            .blob_reader(handle, &image, &blob)
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| find_error(&image, FindError::Io(e)))?;
+        Ok(bytes)
+    });
+    task.await.map_err(|e| Error::CorruptLayer {
+        image: image_name,
+        reason: format!("blob reader stopped: {e}"),
+    })?
+}

@@ -148,6 +148,7 @@ pub struct Transferred {
 struct ClientKey {
     registry: String,
     plain_http: bool,
+    accept_invalid_certificates: bool,
     /// The credential source, or None for anonymous access.
     credentials: Option<String>,
 }
@@ -166,6 +167,14 @@ struct Inner {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
+    access: Arc<Access>,
+}
+
+/// Whose credentials, and which registries may skip TLS: the run's defaults, or one Module's
+/// (its `imageRepoSecret` first, its `registryTLS`).
+struct Access {
+    credentials: Credentials,
+    insecure: Vec<String>,
 }
 
 /// A raw manifest and the digest it was verified against.
@@ -285,7 +294,12 @@ impl Registry {
                 detail: detail.clone(),
             });
         }
+        let access = Arc::new(Access {
+            credentials: options.credentials.clone(),
+            insecure: options.insecure.clone(),
+        });
         Registry {
+            access,
             inner: Arc::new(Inner {
                 options,
                 clients: Mutex::default(),
@@ -311,7 +325,32 @@ impl Registry {
     }
 
     fn is_insecure(&self, registry: &str) -> bool {
-        self.inner.options.insecure.iter().any(|h| h == registry)
+        self.access.insecure.iter().any(|h| h == registry)
+    }
+
+    /// The same registry client (connections, what was learned about each registry, byte
+    /// counts) with other credentials and more registries allowed to skip TLS.
+    pub fn with_access(&self, credentials: Credentials, insecure: &[String]) -> Registry {
+        let mut all = self.access.insecure.clone();
+        all.extend(
+            insecure
+                .iter()
+                .filter(|h| !all.contains(h))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        Registry {
+            inner: self.inner.clone(),
+            access: Arc::new(Access {
+                credentials,
+                insecure: all,
+            }),
+        }
+    }
+
+    /// The credentials this client tries.
+    pub fn credentials(&self) -> &Credentials {
+        &self.access.credentials
     }
 
     fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -323,9 +362,11 @@ impl Registry {
 
     fn client(&self, registry: &str, credentials: Option<&Found>) -> Result<oci_client::Client> {
         let plain_http = Self::lock(&self.inner.plain_http).contains(registry);
+        let accept_invalid_certificates = self.is_insecure(registry);
         let key = ClientKey {
             registry: registry.to_string(),
             plain_http,
+            accept_invalid_certificates,
             credentials: credentials.map(|f| f.source.clone()),
         };
         let mut clients = Self::lock(&self.inner.clients);
@@ -339,7 +380,7 @@ impl Registry {
             } else {
                 ClientProtocol::Https
             },
-            accept_invalid_certificates: self.is_insecure(registry),
+            accept_invalid_certificates,
             extra_root_certificates: options
                 .ca_certificates
                 .iter()
@@ -372,7 +413,7 @@ impl Registry {
         Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
     {
         let repository = image.repository_path();
-        let found = self.inner.options.credentials.lookup(image);
+        let found = self.access.credentials.lookup(image);
         let anonymous_first =
             found.is_none() || !Self::lock(&self.inner.needs_credentials).contains(&repository);
         if anonymous_first {
@@ -403,7 +444,7 @@ impl Registry {
         let credentials = match found {
             Some(f) => format!("credentials from {} were refused", f.source),
             None => {
-                let searched = self.inner.options.credentials.searched();
+                let searched = self.access.credentials.searched();
                 if searched.is_empty() {
                     "anonymous access was refused and no auth file was found".to_string()
                 } else {
@@ -414,7 +455,7 @@ impl Registry {
                 }
             }
         };
-        let helpers = self.inner.options.credentials.helper_failures();
+        let helpers = self.access.credentials.helper_failures();
         let credentials = if helpers.is_empty() {
             credentials
         } else {
@@ -428,7 +469,9 @@ impl Registry {
     }
 
     fn announce(&self, repository: &str, found: Option<&Found>) {
-        if Self::lock(&self.inner.announced).insert(repository.to_string()) {
+        // Once per repository and source: Modules may reach one repository with their own secrets.
+        let key = format!("{repository} {}", found.map_or("", |f| f.source.as_str()));
+        if Self::lock(&self.inner.announced).insert(key) {
             self.notify(match found {
                 Some(f) => Notice::Credentials {
                     repository: repository.to_string(),
@@ -462,6 +505,7 @@ impl Registry {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let was_plain = Self::lock(&self.inner.plain_http).contains(&image.registry);
             let client = self
                 .client(&image.registry, found)
                 .map_err(Failure::Fatal)?;
@@ -474,12 +518,15 @@ impl Registry {
             let detail = describe(&error);
             if matches!(class, Class::Tls | Class::Unreachable)
                 && self.is_insecure(&image.registry)
-                && Self::lock(&self.inner.plain_http).insert(image.registry.clone())
+                && !was_plain
             {
                 // podman's rule for insecure registries: HTTPS without verification, then HTTP.
-                self.notify(Notice::PlainHttp {
-                    registry: image.registry.clone(),
-                });
+                // Concurrent requests may all learn it; it is said once.
+                if Self::lock(&self.inner.plain_http).insert(image.registry.clone()) {
+                    self.notify(Notice::PlainHttp {
+                        registry: image.registry.clone(),
+                    });
+                }
                 attempt -= 1;
                 continue;
             }
