@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::output::Format;
+use crate::output::{Format, ReportFormat};
 use crate::release::Arch;
 
 #[derive(Debug, Parser)]
@@ -46,6 +46,9 @@ pub enum Command {
     /// Check every KMM Module against a release (or kernel) and follow the check to its verdict
     #[command(after_help = PREFLIGHT_EXAMPLES)]
     Preflight(Box<PreflightArgs>),
+    /// Check, without the operator, that every Module will load on the target kernel
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(Box<CheckArgs>),
     /// Show (or follow) existing preflights
     #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
@@ -112,6 +115,21 @@ Examples:
   # Show the object that would be created, change nothing
   kubectl kmm preflight --release 4.19.0 --dry-run=client";
 
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  # Before upgrading to 4.19.0: will every Module's image load on its kernel?
+  kubectl kmm check --release 4.19.0
+
+  # The real-time kernel, for the Modules of one namespace, as JSON
+  kubectl kmm check --release 4.19.0 --rt -n nic -o json
+
+  # Modules from files, no cluster needed (a driver vendor's CI)
+  kubectl kmm check --kernel 5.14.0-570.19.1.el9_6.x86_64 -f module.yaml
+
+  # Two kernels, from stdin
+  kubectl get modules -A -o yaml | kubectl kmm check -f - \\
+      --kernel 5.14.0-570.19.1.el9_6.x86_64 --kernel 5.14.0-570.19.1.el9_6.x86_64+rt";
+
 const STATUS_EXAMPLES: &str = "\
 Examples:
   # Every preflight in the cluster
@@ -173,13 +191,6 @@ pub struct KubeArgs {
     /// Do not verify the API server's certificate (insecure)
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    Table,
-    Json,
-    Yaml,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -250,6 +261,65 @@ pub struct PreflightArgs {
     pub output: ReportFormat,
 
     /// Architecture (default: the cluster nodes'; a mixed cluster uses the multi payload)
+    #[arg(long, value_enum, value_name = "ARCH")]
+    pub arch: Option<Arch>,
+
+    #[command(flatten)]
+    pub release_repo: ReleaseRepoArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only these Modules (by name; default: all)
+    #[arg(value_name = "MODULE")]
+    pub modules: Vec<String>,
+
+    /// OpenShift version (4.19.0) or release pull spec: its driver-toolkit gives the kernel
+    #[arg(
+        long,
+        value_name = "VERSION|PULLSPEC",
+        required_unless_present = "kernel",
+        conflicts_with = "kernel"
+    )]
+    pub release: Option<String>,
+
+    /// A kernel to check against, as `uname -r` prints it (repeatable; instead of --release)
+    #[arg(long, value_name = "KVER")]
+    pub kernel: Vec<String>,
+
+    /// Check the release's real-time kernel
+    #[arg(long, conflicts_with = "kernel")]
+    pub rt: bool,
+
+    /// Only the Modules of this namespace (with -f: the namespace of objects that name none)
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "NAMESPACE",
+        conflicts_with = "all_namespaces"
+    )]
+    pub namespace: Option<String>,
+
+    /// Modules of every namespace (the default)
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Modules (and the Secrets and ConfigMaps they name) from files, a directory or `-`
+    /// (stdin) instead of the cluster (repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<PathBuf>,
+
+    /// Output: a table, or one JSON or YAML object
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: ReportFormat,
+
+    /// Architecture of the nodes (default: from the kernel's name, else the cluster's nodes)
     #[arg(long, value_enum, value_name = "ARCH")]
     pub arch: Option<Arch>,
 

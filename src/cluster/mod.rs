@@ -6,6 +6,7 @@ pub mod follow;
 pub mod kmm;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -553,6 +554,81 @@ impl Cluster {
         match self.request_timeout {
             Some(t) => config.timeout(t.as_secs().saturating_sub(1).clamp(1, 290) as u32),
             None => config,
+        }
+    }
+
+    /// Every Module (in `namespace`, or all namespaces), as the API server has them.
+    pub async fn modules(&self, namespace: Option<&str>) -> Result<Vec<Value>> {
+        let resource = Resource::module().api_resource();
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.error("list modules", e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect())
+    }
+
+    /// A Secret's type and data. Ok(None): it does not exist; Err: why it could not be read.
+    pub async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> std::result::Result<Option<(String, BTreeMap<String, Vec<u8>>)>, String> {
+        use k8s_openapi::api::core::v1::Secret;
+        let api: Api<Secret> = self.core(Some(namespace));
+        match api.get_opt(name).await {
+            Ok(Some(secret)) => Ok(Some((
+                secret.type_.unwrap_or_default(),
+                secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect(),
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.read_refusal(&format!("Secret {namespace}/{name}"), e)),
+        }
+    }
+
+    /// Whether a Secret or ConfigMap exists, reading its metadata only (never a Secret's data).
+    pub async fn object_exists(
+        &self,
+        config_map: bool,
+        namespace: &str,
+        name: &str,
+    ) -> std::result::Result<bool, String> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let (kind, found) = if config_map {
+            let api: Api<ConfigMap> = self.core(Some(namespace));
+            (
+                "ConfigMap",
+                api.get_metadata_opt(name).await.map(|o| o.is_some()),
+            )
+        } else {
+            let api: Api<Secret> = self.core(Some(namespace));
+            (
+                "Secret",
+                api.get_metadata_opt(name).await.map(|o| o.is_some()),
+            )
+        };
+        found.map_err(|e| self.read_refusal(&format!("{kind} {namespace}/{name}"), e))
+    }
+
+    /// Why reading `what` failed, for a message (forbidden is the usual case).
+    fn read_refusal(&self, what: &str, e: kube::Error) -> String {
+        match e {
+            kube::Error::Api(status) if status.code == 403 => {
+                format!("reading {what} is forbidden")
+            }
+            other => format!("reading {what} failed: {}", self.error("read", other)),
         }
     }
 

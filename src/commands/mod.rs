@@ -1,6 +1,8 @@
 //! One module per subcommand: orchestration only.
 
+pub mod check;
 pub mod completion;
+pub mod context;
 pub mod dtk;
 pub mod preflight;
 pub mod status;
@@ -17,6 +19,7 @@ use crate::registry::{self, Proxy, Registry, RegistryOptions};
 pub async fn run(cli: Cli, term: &Term) -> Result<ExitStatus> {
     match cli.command {
         Command::Preflight(args) => preflight::run(*args, term).await,
+        Command::Check(args) => check::run(*args, term).await,
         Command::Status(args) => status::run(args, term).await,
         Command::Dtk(args) => dtk::run(args, term).await,
         Command::Version(args) => version::run(args),

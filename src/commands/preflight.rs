@@ -1,21 +1,21 @@
 //! `kubectl kmm preflight`: resolve the kernel, create the object this KMM understands, follow
 //! it to a verdict.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
-use crate::cli::{DryRun, PreflightArgs, ReportFormat};
+use crate::cli::{DryRun, PreflightArgs};
 use crate::cluster::follow::{self, End, Step};
 use crate::cluster::kmm::{self, Inputs, KmmApi, Plan, Resource};
 use crate::cluster::status::Progress;
-use crate::cluster::{Cluster, clusterversion, status};
+use crate::cluster::{Cluster, status};
 use crate::error::{Error, ExitStatus, Result};
+use crate::output::ReportFormat;
 use crate::output::preflight::{Live, Report};
 use crate::output::{self, Term};
 use crate::registry::cache::Cache;
-use crate::release::{self, Arch, Payload, ReleaseSpec};
+use crate::release::{self, ReleaseSpec};
 
-const PULL_SECRET_LABEL: &str = "the cluster pull secret openshift-config/pull-secret";
+use super::context::{self, PullSecret};
 
 pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     // Everything the user typed is checked before the cluster is touched.
@@ -123,7 +123,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     Ok(outcome.status)
 }
 
-/// Architecture, credentials, then release → DTK → kernel.
+/// Credentials and mirrors, then release → DTK → kernel.
 async fn resolve_release(
     cluster: &Cluster,
     args: &PreflightArgs,
@@ -131,75 +131,20 @@ async fn resolve_release(
     release_repo: &crate::registry::reference::ImageRef,
     term: &Term,
 ) -> Result<(Inputs, String)> {
-    let (payload, platform) = match args.arch {
-        Some(arch) => (Payload::Single(arch), arch),
-        None => match cluster.node_architectures().await? {
-            Some(arches) => match release::payload_for_nodes(&arches) {
-                Some((payload, platform)) => {
-                    let payload_name = match payload {
-                        Payload::Multi => format!("multi payload (driver-toolkit for {platform})"),
-                        Payload::Single(a) => format!("{a} payload"),
-                    };
-                    term.info(&format!(
-                        "nodes: {}; using the {payload_name}",
-                        describe_arches(&arches)
-                    ));
-                    (payload, platform)
-                }
-                None => {
-                    term.warn(
-                        "no node reports a known architecture; assuming x86_64 (pass --arch)",
-                    );
-                    (Payload::Single(Arch::X86_64), Arch::X86_64)
-                }
-            },
-            None => {
-                term.warn("listing nodes is forbidden; assuming x86_64 (pass --arch)");
-                (Payload::Single(Arch::X86_64), Arch::X86_64)
-            }
-        },
-    };
-
-    let mut credentials = super::local_credentials(&args.registry)?;
-    match cluster.pull_secret().await {
-        Ok(entries) => {
-            credentials.push_entries(PULL_SECRET_LABEL, entries);
-            term.info("registry credentials: local auth files, then the cluster pull secret");
-        }
-        Err(reason) => term.info(&format!("not using the cluster pull secret: {reason}")),
-    }
-    let mut mirrors = super::file_mirrors(&args.registry)?;
-    let (cluster_sets, notes) = cluster.mirror_sets().await;
-    for note in notes {
-        term.info(&note);
-    }
-    mirrors.add(cluster_sets);
-    if !mirrors.is_empty() {
-        term.info(&format!("applying {} image mirror rules", mirrors.len()));
-    }
-    let registry = super::registry(&args.registry, credentials, mirrors, term)?;
+    let registry = context::registry(Some(cluster), &args.registry, PullSecret::Last, term).await?;
     let cache = Cache::new(args.registry.no_cache);
-    let image = release_image(cluster, spec, release_repo, payload, term).await;
-    term.info(&format!("reading release {image}"));
-    let (answer, resolution) = release::resolve(&registry, &cache, &image, platform).await?;
-    for warning in &resolution.warnings {
-        term.warn(warning);
-    }
-    output::dtk::report_transfer(term, &resolution, registry.transferred());
-    term.say(&format!(
-        "release {} ({}): {}",
-        answer.release_version, answer.architecture, answer.release_image
-    ));
+    let answer = context::resolve_release(
+        Some(cluster),
+        &registry,
+        &cache,
+        spec,
+        release_repo,
+        args.arch,
+        term,
+    )
+    .await?;
     let kernel_version = if args.rt {
-        answer.rt_kernel_version.clone().ok_or_else(|| {
-            Error::invalid(
-                format!(
-                    "release {} has no real-time kernel for {} (its driver-toolkit {} has no RT_KERNEL_VERSION)",
-                    answer.release_version, answer.architecture, answer.dtk_image
-                ),
-                "drop --rt: OpenShift ships the RT kernel for x86_64 only",
-            )
-        })?
+        context::rt_kernel(&answer)?
     } else {
         answer.kernel_version.clone()
     };
@@ -211,68 +156,6 @@ async fn resolve_release(
         rt: args.rt,
     };
     Ok((inputs, answer.release_version))
-}
-
-/// The image the cluster itself would upgrade to, when its ClusterVersion lists the version
-/// (digest-pinned); otherwise the tag in the release repository.
-async fn release_image(
-    cluster: &Cluster,
-    spec: &ReleaseSpec,
-    release_repo: &crate::registry::reference::ImageRef,
-    payload: Payload,
-    term: &Term,
-) -> crate::registry::reference::ImageRef {
-    let fallback = spec.image(release_repo, payload);
-    let Some(version) = spec.version() else {
-        return fallback;
-    };
-    let cluster_version = match cluster.cluster_version().await {
-        Ok(cv) => cv,
-        Err(reason) => {
-            term.info(&format!("{reason}; using {fallback}"));
-            return fallback;
-        }
-    };
-    let Some(found) = clusterversion::find_release(&cluster_version, version) else {
-        term.info(&format!(
-            "{version} is not in the cluster's ClusterVersion (desired, availableUpdates, \
-             conditionalUpdates, history); using {fallback}"
-        ));
-        return fallback;
-    };
-    for risk in &found.risks {
-        term.warn(&format!(
-            "{version} is a conditional update with risk {}: {} ({})",
-            risk.name, risk.message, risk.url
-        ));
-    }
-    match found.image.parse() {
-        Ok(image) => {
-            term.info(&format!(
-                "{version}: {} (ClusterVersion {})",
-                found.image, found.found_in
-            ));
-            image
-        }
-        Err(e) => {
-            term.warn(&format!(
-                "ClusterVersion lists {version} with an unusable image {e}; using {fallback}"
-            ));
-            fallback
-        }
-    }
-}
-
-fn describe_arches(arches: &[String]) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for a in arches {
-        *counts.entry(a).or_default() += 1;
-    }
-    counts
-        .iter()
-        .map(|(a, n)| format!("{n} {a}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Two preflights at once fight over the same per-Module objects in KMM ≥ 2.4 (kmm-api.md §4.4);

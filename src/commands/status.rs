@@ -3,11 +3,12 @@
 use serde_json::Value;
 
 use super::preflight::follow_to_verdict;
-use crate::cli::{ReportFormat, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::cluster::Cluster;
 use crate::cluster::kmm::{KmmApi, Resource};
 use crate::cluster::status::{self, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
+use crate::output::ReportFormat;
 use crate::output::preflight::{self as view, Report};
 use crate::output::{self, Term};
 

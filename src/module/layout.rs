@@ -106,7 +106,7 @@ impl Wanted {
 }
 
 /// What the image says about a Module for a kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Finding {
     /// modprobe will find every module and every file it needs; what was found.
     Ready(String),

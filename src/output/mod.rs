@@ -1,5 +1,6 @@
 //! Everything the plugin writes to the terminal goes through here.
 
+pub mod check;
 pub mod dtk;
 pub mod preflight;
 
@@ -16,6 +17,14 @@ use crate::registry::{Notice, Notifier};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
+    Json,
+    Yaml,
+}
+
+/// `-o` for commands whose default is a table (`preflight`, `status`, `check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
     Json,
     Yaml,
 }

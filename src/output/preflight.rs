@@ -8,8 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Term, stdout, to_json, to_yaml};
-use crate::cli::ReportFormat;
+use super::{ReportFormat, Term, stdout, to_json, to_yaml};
 use crate::cluster::status::{Progress, Row, State};
 
 /// `12s`, `3m05s`, `1h02m`.

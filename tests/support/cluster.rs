@@ -110,6 +110,13 @@ impl TestCluster {
         self.ctx.run(&args).await
     }
 
+    /// `kubectl-kmm <args…> --insecure-registry <registry>`.
+    pub async fn plugin(&self, args: &[&str]) -> Run {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--insecure-registry", &self.registry.addr]);
+        self.ctx.run(&all).await
+    }
+
     pub fn pvo(&self, name: &str) -> Option<Value> {
         self.api
             .get("kmm.sigs.x-k8s.io", "PreflightValidationOCP", "", name)

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fixtures;
 pub mod httpproxy;
 pub mod images;
+pub mod kmod;
 pub mod operator;
 pub mod proxy;
 pub mod registry;
@@ -194,6 +195,23 @@ impl Context {
         command.args(args);
         self.prepare(&mut command, None);
         Run::from(command.output().await.unwrap())
+    }
+
+    /// Run the plugin with `input` on its stdin.
+    pub async fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        use tokio::io::AsyncWriteExt;
+        let mut command = tokio::process::Command::new(plugin_binary());
+        command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        self.prepare(&mut command, None);
+        let mut child = command.spawn().unwrap();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).await.unwrap();
+        }
+        Run::from(child.wait_with_output().await.unwrap())
     }
 
     /// Start the plugin and leave it running (stdout and stderr piped).

@@ -85,7 +85,11 @@ fn v1beta1_only(mut crd: Value, with_rt: bool) -> Value {
 }
 
 pub fn kmm_crds(kmm: Kmm) -> Vec<Value> {
-    let module = fixture("modules.yaml");
+    let module = if kmm.is_era_c() || kmm == Kmm::None {
+        fixture("kmm-2.4-and-later/modules.yaml")
+    } else {
+        fixture("kmm-2.3-and-earlier/modules.yaml")
+    };
     match kmm {
         Kmm::Ocp24 => vec![
             fixture("kmm-2.4-and-later/preflightvalidations.yaml"),
@@ -132,6 +136,8 @@ pub struct Recorded {
     pub user: String,
     pub impersonate_user: Option<String>,
     pub impersonate_groups: Vec<String>,
+    /// The `Accept` header (metadata-only reads ask for `as=PartialObjectMetadata`).
+    pub accept: String,
     pub body: Option<Value>,
 }
 
@@ -270,6 +276,7 @@ fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "v1", "nodes", "Node", false),
         ResourceType::builtin("", "v1", "pods", "Pod", true),
         ResourceType::builtin("", "v1", "secrets", "Secret", true),
+        ResourceType::builtin("", "v1", "configmaps", "ConfigMap", true),
         ResourceType::builtin("", "v1", "namespaces", "Namespace", false),
         ResourceType::builtin(
             "apiextensions.k8s.io",
@@ -535,12 +542,31 @@ impl ApiServer {
         let _ = self.store.delete(&self.ty("", "Node"), "", name);
     }
 
-    /// A Module with one kernel mapping (`regexp` or `literal`) to `image`.
+    /// A Module, validated and defaulted against the real Module CRD as `kubectl apply` would
+    /// have it; panics when the CRD refuses it (a broken test).
     pub fn add_module(&self, namespace: &str, name: &str, spec: Value) -> Value {
-        self.store.put(
-            &self.ty("kmm.sigs.x-k8s.io", "Module"),
-            json!({"metadata": {"name": name, "namespace": namespace}, "spec": spec}),
-        )
+        let ty = self.ty("kmm.sigs.x-k8s.io", "Module");
+        let object = json!({"apiVersion": ty.api_version(&ty.storage), "kind": "Module",
+                            "metadata": {"name": name, "namespace": namespace}, "spec": spec});
+        match self
+            .store
+            .create(&ty, &ty.storage.clone(), namespace, object, false, true)
+        {
+            Ok(written) => written.object,
+            Err(e) => panic!("the Module CRD refuses {namespace}/{name}: {}", e.message),
+        }
+    }
+
+    /// A Secret of registry credentials (`kubernetes.io/dockerconfigjson`).
+    pub fn add_registry_secret(&self, namespace: &str, name: &str, auth_file: &str) {
+        use base64::Engine;
+        self.put(
+            "",
+            "Secret",
+            json!({"metadata": {"name": name, "namespace": namespace},
+                   "type": "kubernetes.io/dockerconfigjson",
+                   "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(auth_file)}}),
+        );
     }
 
     pub fn delete_module(&self, namespace: &str, name: &str) {
@@ -782,6 +808,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         user: effective_user.clone(),
         impersonate_user,
         impersonate_groups,
+        accept: headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
         body: body.clone(),
     };
     shared.requests.lock().unwrap().push(recorded.clone());
@@ -940,6 +971,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 .store
                 .get(&ty, &namespace, target.name.as_deref().unwrap_or_default())
             {
+                // kubectl and kube-rs ask for metadata only with this media type parameter.
+                Ok(o) if accept.contains("as=PartialObjectMetadata") => json_response(
+                    200,
+                    &json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                            "metadata": o["metadata"]}),
+                ),
                 Ok(o) => json_response(200, &store::convert(&ty, &o, &version)),
                 Err(e) => error_response(&e),
             }

@@ -1,5 +1,5 @@
 //! The part of a CRD's structural schema a kube-apiserver enforces on writes: types, `required`,
-//! `enum`, and pruning of unknown fields (reported as warnings, or as a 400 under
+//! `enum`, `default`, and pruning of unknown fields (reported as warnings, or as a 400 under
 //! `fieldValidation=Strict`).
 
 use serde_json::Value;
@@ -88,6 +88,14 @@ pub fn validate(schema: &Value, value: &mut Value, path: &str, out: &mut Outcome
                 .get("x-kubernetes-preserve-unknown-fields")
                 .and_then(Value::as_bool)
                 == Some(true);
+            // Defaults apply when the field is absent, as kube-apiserver applies them on decode.
+            for (key, child_schema) in properties.into_iter().flatten() {
+                if !map.contains_key(key)
+                    && let Some(default) = child_schema.get("default")
+                {
+                    map.insert(key.clone(), default.clone());
+                }
+            }
             let keys: Vec<String> = map.keys().cloned().collect();
             for key in keys {
                 let child_path = join(path, &key);

@@ -1,0 +1,205 @@
+//! What `preflight` and `check` both set up from their flags: a registry client with the
+//! cluster's credentials and mirrors, and the release resolved as the cluster would see it.
+
+use std::collections::BTreeMap;
+
+use crate::cli::RegistryArgs;
+use crate::cluster::{Cluster, clusterversion};
+use crate::error::{Error, Result};
+use crate::output::{self, Term};
+use crate::registry::Registry;
+use crate::registry::cache::Cache;
+use crate::registry::reference::ImageRef;
+use crate::release::{self, Arch, DtkAnswer, Payload, ReleaseSpec};
+
+const PULL_SECRET_LABEL: &str = "the cluster pull secret openshift-config/pull-secret";
+
+/// Where the cluster's pull secret goes among the local auth files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullSecret {
+    /// After the local files: the user's own credentials win (release payloads).
+    Last,
+    /// Before them: what the nodes use comes first (Module images).
+    First,
+}
+
+/// The registry client for a run: local auth files and the cluster's pull secret, the mirror
+/// files and the cluster's mirror sets.
+pub async fn registry(
+    cluster: Option<&Cluster>,
+    args: &RegistryArgs,
+    pull_secret: PullSecret,
+    term: &Term,
+) -> Result<Registry> {
+    let mut credentials = super::local_credentials(args)?;
+    let mut mirrors = super::file_mirrors(args)?;
+    if let Some(cluster) = cluster {
+        match cluster.pull_secret().await {
+            Ok(entries) => {
+                credentials = match pull_secret {
+                    PullSecret::Last => {
+                        credentials.push_entries(PULL_SECRET_LABEL, entries);
+                        term.info(
+                            "registry credentials: local auth files, then the cluster pull secret",
+                        );
+                        credentials
+                    }
+                    PullSecret::First => {
+                        term.info(
+                            "registry credentials: the cluster pull secret, then local auth files",
+                        );
+                        credentials.with_first(PULL_SECRET_LABEL, entries)
+                    }
+                };
+            }
+            Err(reason) => term.info(&format!("not using the cluster pull secret: {reason}")),
+        }
+        let (cluster_sets, notes) = cluster.mirror_sets().await;
+        for note in notes {
+            term.info(&note);
+        }
+        mirrors.add(cluster_sets);
+    }
+    if !mirrors.is_empty() {
+        term.info(&format!("applying {} image mirror rules", mirrors.len()));
+    }
+    super::registry(args, credentials, mirrors, term)
+}
+
+fn describe_arches(arches: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in arches {
+        *counts.entry(a).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(a, n)| format!("{n} {a}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The payload to read and the architecture of the driver-toolkit: `--arch`, else the nodes'.
+pub async fn payload(
+    cluster: Option<&Cluster>,
+    arch: Option<Arch>,
+    term: &Term,
+) -> Result<(Payload, Arch)> {
+    if let Some(arch) = arch {
+        return Ok((Payload::Single(arch), arch));
+    }
+    let Some(cluster) = cluster else {
+        return Ok((Payload::Single(Arch::X86_64), Arch::X86_64));
+    };
+    Ok(match cluster.node_architectures().await? {
+        Some(arches) => match release::payload_for_nodes(&arches) {
+            Some((payload, platform)) => {
+                let payload_name = match payload {
+                    Payload::Multi => format!("multi payload (driver-toolkit for {platform})"),
+                    Payload::Single(a) => format!("{a} payload"),
+                };
+                term.info(&format!(
+                    "nodes: {}; using the {payload_name}",
+                    describe_arches(&arches)
+                ));
+                (payload, platform)
+            }
+            None => {
+                term.warn("no node reports a known architecture; assuming x86_64 (pass --arch)");
+                (Payload::Single(Arch::X86_64), Arch::X86_64)
+            }
+        },
+        None => {
+            term.warn("listing nodes is forbidden; assuming x86_64 (pass --arch)");
+            (Payload::Single(Arch::X86_64), Arch::X86_64)
+        }
+    })
+}
+
+/// The image the cluster itself would upgrade to, when its ClusterVersion lists the version
+/// (digest-pinned); otherwise the tag in the release repository.
+async fn release_image(
+    cluster: Option<&Cluster>,
+    spec: &ReleaseSpec,
+    release_repo: &ImageRef,
+    payload: Payload,
+    term: &Term,
+) -> ImageRef {
+    let fallback = spec.image(release_repo, payload);
+    let (Some(version), Some(cluster)) = (spec.version(), cluster) else {
+        return fallback;
+    };
+    let cluster_version = match cluster.cluster_version().await {
+        Ok(cv) => cv,
+        Err(reason) => {
+            term.info(&format!("{reason}; using {fallback}"));
+            return fallback;
+        }
+    };
+    let Some(found) = clusterversion::find_release(&cluster_version, version) else {
+        term.info(&format!(
+            "{version} is not in the cluster's ClusterVersion (desired, availableUpdates, \
+             conditionalUpdates, history); using {fallback}"
+        ));
+        return fallback;
+    };
+    for risk in &found.risks {
+        term.warn(&format!(
+            "{version} is a conditional update with risk {}: {} ({})",
+            risk.name, risk.message, risk.url
+        ));
+    }
+    match found.image.parse() {
+        Ok(image) => {
+            term.info(&format!(
+                "{version}: {} (ClusterVersion {})",
+                found.image, found.found_in
+            ));
+            image
+        }
+        Err(e) => {
+            term.warn(&format!(
+                "ClusterVersion lists {version} with an unusable image {e}; using {fallback}"
+            ));
+            fallback
+        }
+    }
+}
+
+/// Release → DTK → kernel, as the cluster would find the release (ClusterVersion digests,
+/// mirrors, pull secret). Says which release image was read.
+pub async fn resolve_release(
+    cluster: Option<&Cluster>,
+    registry: &Registry,
+    cache: &Cache,
+    spec: &ReleaseSpec,
+    release_repo: &ImageRef,
+    arch: Option<Arch>,
+    term: &Term,
+) -> Result<DtkAnswer> {
+    let (payload, platform) = payload(cluster, arch, term).await?;
+    let image = release_image(cluster, spec, release_repo, payload, term).await;
+    term.info(&format!("reading release {image}"));
+    let (answer, resolution) = release::resolve(registry, cache, &image, platform).await?;
+    for warning in &resolution.warnings {
+        term.warn(warning);
+    }
+    output::dtk::report_transfer(term, &resolution, registry.transferred());
+    term.say(&format!(
+        "release {} ({}): {}",
+        answer.release_version, answer.architecture, answer.release_image
+    ));
+    Ok(answer)
+}
+
+/// The release's real-time kernel, or why there is none.
+pub fn rt_kernel(answer: &DtkAnswer) -> Result<String> {
+    answer.rt_kernel_version.clone().ok_or_else(|| {
+        Error::invalid(
+            format!(
+                "release {} has no real-time kernel for {} (its driver-toolkit {} has no RT_KERNEL_VERSION)",
+                answer.release_version, answer.architecture, answer.dtk_image
+            ),
+            "drop --rt: OpenShift ships the RT kernel for x86_64 only",
+        )
+    })
+}

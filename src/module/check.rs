@@ -1,0 +1,819 @@
+//! The check itself: every Module for every kernel, resolved as KMM resolves it and looked up in
+//! its image as the worker will load it. Read-only; core code (no printing): what it wants to say
+//! goes through `notify`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use super::layout::{self, Finding, Indexes, Wanted};
+use super::mapping::{self, Resolved};
+use super::spec::{Module, Tls};
+use crate::error::Error;
+use crate::registry::Registry;
+use crate::registry::auth::AuthEntries;
+use crate::registry::cache::Cache;
+use crate::registry::files;
+use crate::registry::manifest::{self, Manifest};
+use crate::registry::reference::ImageRef;
+
+const CACHE_NAMESPACE: &str = "kmod-v1";
+const ROLE: &str = "kmod image";
+/// Image checks under way at once.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// An image config is a few KiB.
+const CONFIG_LIMIT: u64 = 1024 * 1024;
+/// Symlinks above `dirName` followed at most.
+const MAX_REDIRECTS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The image has everything modprobe needs for the kernel.
+    Ready,
+    /// The image does not exist, and KMM has what it needs to build it.
+    WillBuild,
+    /// The image does not exist, and KMM has what it needs to sign its unsigned image.
+    WillSign,
+    /// A node would not load it.
+    Failed,
+    /// Could not be checked from here.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn is_ok(self) -> bool {
+        matches!(
+            self,
+            Verdict::Ready | Verdict::WillBuild | Verdict::WillSign
+        )
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Ready => "Ready",
+            Verdict::WillBuild => "WillBuild",
+            Verdict::WillSign => "WillSign",
+            Verdict::Failed => "Failed",
+            Verdict::Unknown => "Unknown",
+        })
+    }
+}
+
+/// One Module for one kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub namespace: String,
+    pub name: String,
+    pub kernel: String,
+    /// The image the mapping resolved to (None without a matching mapping).
+    pub image: Option<String>,
+    pub verdict: Verdict,
+    pub reason: String,
+    /// KMM itself would refuse the Module (a regexp that does not compile, a bad template).
+    pub invalid: bool,
+}
+
+/// A kernel to check, and the architecture of the nodes that boot it (`amd64`, `arm64`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kernel: String,
+    pub goarch: String,
+}
+
+/// What a lookup of a Secret or ConfigMap found.
+#[derive(Debug, Clone)]
+pub enum Lookup<T> {
+    Found(T),
+    Missing,
+    /// Forbidden, or the cluster did not answer: the reason.
+    Unreadable(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Secret,
+    ConfigMap,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Secret => "Secret",
+            ObjectKind::ConfigMap => "ConfigMap",
+        })
+    }
+}
+
+/// Where the Secrets and ConfigMaps that Modules name come from: the cluster, or files.
+pub trait Objects: Send + Sync {
+    /// The registry credentials of a `kubernetes.io/dockerconfigjson` or `dockercfg` Secret.
+    fn registry_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Lookup<AuthEntries>>;
+
+    /// Whether an object exists (its content is not needed, and not read).
+    fn exists<'a>(
+        &'a self,
+        kind: ObjectKind,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Lookup<()>>;
+}
+
+/// What is known about one image.
+#[derive(Debug, Clone)]
+enum ImageState {
+    /// It exists: what is inside.
+    Found { finding: Finding },
+    /// Every location said it does not exist.
+    Missing,
+    /// It exists but no node of this architecture could use it.
+    Unusable(String),
+    /// Could not tell from here.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cached {
+    finding: Finding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ImageKey {
+    image: String,
+    goarch: String,
+    wanted: Wanted,
+    insecure: bool,
+    secret: Option<(String, String)>,
+}
+
+/// The registry client a Module's images are read with, and why it may fail.
+#[derive(Clone)]
+struct Access {
+    registry: Registry,
+    /// Something that went wrong with the Module's own credentials, to explain a refusal.
+    note: Option<String>,
+}
+
+/// One `imageRepoSecret`, read once however many Modules name it.
+type SecretCell = Arc<OnceCell<Lookup<AuthEntries>>>;
+
+pub struct Checker {
+    registry: Registry,
+    cache: Cache,
+    objects: Arc<dyn Objects>,
+    notify: Arc<dyn Fn(String) + Send + Sync>,
+    concurrency: usize,
+    images: Mutex<HashMap<ImageKey, Arc<OnceCell<ImageState>>>>,
+    secrets: Mutex<HashMap<(String, String), SecretCell>>,
+    image_bytes: AtomicU64,
+    images_read: AtomicU64,
+}
+
+/// Totals for `-v` and the benchmark: distinct images inspected and their compressed size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inspected {
+    pub images: u64,
+    pub bytes: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A reference without a registry host: the node resolves it through its registries.conf.
+fn is_short_name(image: &str) -> bool {
+    let first = image.split('/').next().unwrap_or_default();
+    !image.contains('/') || !(first.contains('.') || first.contains(':') || first == "localhost")
+}
+
+impl Checker {
+    pub fn new(
+        registry: Registry,
+        cache: Cache,
+        objects: Arc<dyn Objects>,
+        notify: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> Self {
+        Checker {
+            registry,
+            cache,
+            objects,
+            notify,
+            concurrency: DEFAULT_CONCURRENCY,
+            images: Mutex::default(),
+            secrets: Mutex::default(),
+            image_bytes: AtomicU64::new(0),
+            images_read: AtomicU64::new(0),
+        }
+    }
+
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    pub fn inspected(&self) -> Inspected {
+        Inspected {
+            images: self.images_read.load(Ordering::Relaxed),
+            bytes: self.image_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Check every Module for every target, concurrently; rows in Module, then target order.
+    pub async fn check(&self, modules: &[Module], targets: &[Target]) -> Vec<Row> {
+        let jobs: Vec<(usize, &Module, &Target)> = modules
+            .iter()
+            .flat_map(|m| targets.iter().map(move |t| (m, t)))
+            .enumerate()
+            .map(|(i, (m, t))| (i, m, t))
+            .collect();
+        let mut rows: Vec<(usize, Row)> = futures::stream::iter(jobs)
+            .map(|(i, module, target)| async move { (i, self.check_one(module, target).await) })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        rows.sort_by_key(|(i, _)| *i);
+        rows.into_iter().map(|(_, row)| row).collect()
+    }
+
+    async fn check_one(&self, module: &Module, target: &Target) -> Row {
+        let mut row = Row {
+            namespace: module.metadata.namespace.clone(),
+            name: module.metadata.name.clone(),
+            kernel: target.kernel.clone(),
+            image: None,
+            verdict: Verdict::Unknown,
+            reason: String::new(),
+            invalid: false,
+        };
+        let Some(container) = module.container() else {
+            row.reason = "the Module has no moduleLoader: nothing is loaded".into();
+            return row;
+        };
+        let resolved = match mapping::resolve(
+            container,
+            &module.metadata.name,
+            &module.metadata.namespace,
+            &target.kernel,
+        ) {
+            Ok(Some(resolved)) => resolved,
+            Ok(None) => {
+                row.verdict = Verdict::Failed;
+                row.reason = format!("no kernel mapping matches {}", target.kernel);
+                return row;
+            }
+            Err(e) => {
+                row.verdict = Verdict::Failed;
+                row.invalid = true;
+                row.reason = format!("KMM refuses this Module: {e}");
+                return row;
+            }
+        };
+        row.image = Some(resolved.image.clone());
+        let modprobe = &container.modprobe;
+        if modprobe.module_name.is_empty() {
+            row.reason = "modprobe.rawArgs is used: which module `modprobe` loads is not known \
+                          to the check"
+                .into();
+            return row;
+        }
+        let mut names = vec![modprobe.module_name.clone()];
+        names.extend(modprobe.modules_loading_order.iter().cloned());
+        let wanted = Wanted::new(
+            modprobe.dir_name(),
+            &target.kernel,
+            names,
+            &modprobe.firmware_path,
+        );
+        let access = self.access(module).await;
+        let (verdict, reason) = self
+            .decide(module, &resolved, &wanted, &target.goarch, &access)
+            .await;
+        row.verdict = verdict;
+        row.reason = reason;
+        row
+    }
+
+    /// The Module's registry access: its `imageRepoSecret` first, then the run's credentials.
+    async fn access(&self, module: &Module) -> Access {
+        let Some(secret) = module
+            .spec
+            .image_repo_secret
+            .as_ref()
+            .filter(|s| !s.name.is_empty())
+        else {
+            return Access {
+                registry: self.registry.clone(),
+                note: None,
+            };
+        };
+        let namespace = &module.metadata.namespace;
+        let cell = lock(&self.secrets)
+            .entry((namespace.clone(), secret.name.clone()))
+            .or_default()
+            .clone();
+        let found = cell
+            .get_or_init(|| self.objects.registry_secret(namespace, &secret.name))
+            .await;
+        let label = format!("Secret {namespace}/{} (imageRepoSecret)", secret.name);
+        match found {
+            Lookup::Found(entries) => Access {
+                registry: self.registry.with_access(
+                    self.registry
+                        .credentials()
+                        .with_first(label, entries.clone()),
+                    &[],
+                ),
+                note: None,
+            },
+            Lookup::Missing => {
+                let note = format!(
+                    "its imageRepoSecret {namespace}/{} does not exist",
+                    secret.name
+                );
+                (self.notify)(format!("{}: {note}", module.key()));
+                Access {
+                    registry: self.registry.clone(),
+                    note: Some(note),
+                }
+            }
+            Lookup::Unreadable(reason) => {
+                let note = format!(
+                    "its imageRepoSecret {namespace}/{} could not be read ({reason})",
+                    secret.name
+                );
+                (self.notify)(format!("{}: {note}", module.key()));
+                Access {
+                    registry: self.registry.clone(),
+                    note: Some(note),
+                }
+            }
+        }
+    }
+
+    /// The verdict for a resolved Module: its image, or what KMM would do without it.
+    async fn decide(
+        &self,
+        module: &Module,
+        resolved: &Resolved,
+        wanted: &Wanted,
+        goarch: &str,
+        access: &Access,
+    ) -> (Verdict, String) {
+        let secret = self.secret_key(module);
+        let state = self
+            .image(
+                &resolved.image,
+                resolved.registry_tls,
+                wanted,
+                goarch,
+                access,
+                secret.clone(),
+            )
+            .await;
+        match state {
+            ImageState::Found { finding } => match finding {
+                Finding::Ready(detail) => (Verdict::Ready, detail),
+                Finding::Failed(reason) if resolved.build.is_some() || resolved.sign.is_some() => (
+                    Verdict::Failed,
+                    format!("{reason} (KMM builds or signs only images that do not exist)"),
+                ),
+                Finding::Failed(reason) => (Verdict::Failed, reason),
+                Finding::Unknown(reason) => (Verdict::Unknown, reason),
+            },
+            ImageState::Unusable(reason) => (Verdict::Failed, reason),
+            ImageState::Unknown(reason) => (Verdict::Unknown, reason),
+            ImageState::Missing => {
+                self.without_image(module, resolved, wanted, goarch, access, secret)
+                    .await
+            }
+        }
+    }
+
+    fn secret_key(&self, module: &Module) -> Option<(String, String)> {
+        module
+            .spec
+            .image_repo_secret
+            .as_ref()
+            .filter(|s| !s.name.is_empty())
+            .map(|s| (module.metadata.namespace.clone(), s.name.clone()))
+    }
+
+    /// The image does not exist: KMM builds it, signs its unsigned image, or waits forever.
+    async fn without_image(
+        &self,
+        module: &Module,
+        resolved: &Resolved,
+        wanted: &Wanted,
+        goarch: &str,
+        access: &Access,
+        secret: Option<(String, String)>,
+    ) -> (Verdict, String) {
+        let namespace = &module.metadata.namespace;
+        let image = &resolved.image;
+        if let Some(build) = &resolved.build {
+            let mut needed: Vec<(ObjectKind, String, &str)> = Vec::new();
+            match build
+                .dockerfile_config_map
+                .as_ref()
+                .filter(|c| !c.name.is_empty())
+            {
+                Some(cm) => needed.push((
+                    ObjectKind::ConfigMap,
+                    cm.name.clone(),
+                    "the build's Dockerfile",
+                )),
+                None => {
+                    return (
+                        Verdict::Failed,
+                        format!(
+                            "image {image} does not exist and its build names no dockerfileConfigMap"
+                        ),
+                    );
+                }
+            }
+            for s in &build.secrets {
+                needed.push((ObjectKind::Secret, s.name.clone(), "a build secret"));
+            }
+            if let Some(sign) = &resolved.sign {
+                needed.extend(self.sign_secrets(sign));
+            }
+            if let Some(problem) = self.missing(namespace, &needed).await {
+                return problem.with_image(image);
+            }
+            let config_map = &needed[0].1;
+            let and_sign = if resolved.sign.is_some() {
+                " and sign"
+            } else {
+                ""
+            };
+            return (
+                Verdict::WillBuild,
+                format!(
+                    "image {image} does not exist: KMM will build{and_sign} it (Dockerfile from ConfigMap {namespace}/{config_map})"
+                ),
+            );
+        }
+        if let Some(sign) = &resolved.sign {
+            let unsigned = &sign.unsigned_image;
+            if unsigned.is_empty() {
+                return (
+                    Verdict::Failed,
+                    format!(
+                        "image {image} does not exist and its sign section names no unsignedImage"
+                    ),
+                );
+            }
+            let state = self
+                .image(
+                    unsigned,
+                    sign.unsigned_image_registry_tls,
+                    wanted,
+                    goarch,
+                    access,
+                    secret,
+                )
+                .await;
+            match state {
+                ImageState::Found {
+                    finding: Finding::Ready(_),
+                } => {}
+                ImageState::Found {
+                    finding: Finding::Failed(reason),
+                }
+                | ImageState::Unusable(reason) => {
+                    return (
+                        Verdict::Failed,
+                        format!(
+                            "image {image} does not exist; KMM would sign its unsignedImage {unsigned}, but: {reason}"
+                        ),
+                    );
+                }
+                ImageState::Found {
+                    finding: Finding::Unknown(reason),
+                }
+                | ImageState::Unknown(reason) => {
+                    return (
+                        Verdict::Unknown,
+                        format!(
+                            "image {image} does not exist, and its unsignedImage {unsigned}: {reason}"
+                        ),
+                    );
+                }
+                ImageState::Missing => {
+                    return (
+                        Verdict::Failed,
+                        format!(
+                            "image {image} does not exist, nor does its unsignedImage {unsigned}"
+                        ),
+                    );
+                }
+            }
+            if let Some(problem) = self.missing(namespace, &self.sign_secrets(sign)).await {
+                return problem.with_image(image);
+            }
+            return (
+                Verdict::WillSign,
+                format!("image {image} does not exist: KMM will sign {unsigned}"),
+            );
+        }
+        (
+            Verdict::Failed,
+            format!(
+                "image {image} does not exist and the Module has no build or sign for this kernel: \
+                 KMM 2.4+ would wait for it forever"
+            ),
+        )
+    }
+
+    fn sign_secrets<'s>(&self, sign: &'s super::spec::Sign) -> Vec<(ObjectKind, String, &'s str)> {
+        let mut needed = Vec::new();
+        for (secret, what) in [
+            (&sign.key_secret, "the signing key"),
+            (&sign.cert_secret, "the signing certificate"),
+        ] {
+            if let Some(s) = secret.as_ref().filter(|s| !s.name.is_empty()) {
+                needed.push((ObjectKind::Secret, s.name.clone(), what));
+            }
+        }
+        needed
+    }
+
+    /// The first object of `needed` that is not there (or cannot be read).
+    async fn missing(
+        &self,
+        namespace: &str,
+        needed: &[(ObjectKind, String, &str)],
+    ) -> Option<Problem> {
+        for (kind, name, what) in needed {
+            match self.objects.exists(*kind, namespace, name).await {
+                Lookup::Found(()) => {}
+                Lookup::Missing => {
+                    return Some(Problem {
+                        verdict: Verdict::Failed,
+                        text: format!("{what}, {kind} {namespace}/{name}, does not exist"),
+                    });
+                }
+                Lookup::Unreadable(reason) => {
+                    return Some(Problem {
+                        verdict: Verdict::Unknown,
+                        text: format!(
+                            "whether {what}, {kind} {namespace}/{name}, exists is not known ({reason})"
+                        ),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// One image, checked once per run whatever the number of Modules that use it.
+    async fn image(
+        &self,
+        image: &str,
+        tls: Tls,
+        wanted: &Wanted,
+        goarch: &str,
+        access: &Access,
+        secret: Option<(String, String)>,
+    ) -> ImageState {
+        let key = ImageKey {
+            image: image.to_string(),
+            goarch: goarch.to_string(),
+            wanted: wanted.clone(),
+            insecure: tls.any(),
+            secret,
+        };
+        let cell = lock(&self.images).entry(key).or_default().clone();
+        cell.get_or_init(|| async {
+            let state = self.inspect(image, tls, wanted, goarch, access).await;
+            match (&state, &access.note) {
+                (ImageState::Unknown(reason), Some(note)) => {
+                    ImageState::Unknown(format!("{reason} ({note})"))
+                }
+                _ => state,
+            }
+        })
+        .await
+        .clone()
+    }
+
+    async fn inspect(
+        &self,
+        image: &str,
+        tls: Tls,
+        wanted: &Wanted,
+        goarch: &str,
+        access: &Access,
+    ) -> ImageState {
+        if is_short_name(image) {
+            return ImageState::Unknown(format!(
+                "{image} names no registry: the node resolves it through its registries.conf; \
+                 write it fully qualified (quay.io/…)"
+            ));
+        }
+        let reference: ImageRef = match image.parse() {
+            Ok(r) => r,
+            Err(e) => return ImageState::Unusable(format!("not a valid image reference: {e}")),
+        };
+        let registry = if tls.any() {
+            access.registry.with_access(
+                access.registry.credentials().clone(),
+                std::slice::from_ref(&reference.registry),
+            )
+        } else {
+            access.registry.clone()
+        };
+        let cache_key = |digest: &str| {
+            format!(
+                "{digest} {goarch} {} {} {} {}",
+                wanted.root,
+                wanted.kernel,
+                wanted.modules.join(","),
+                wanted.firmware.as_deref().unwrap_or("")
+            )
+        };
+        if let Some(digest) = &reference.digest
+            && let Some(cached) = self
+                .cache
+                .get::<Cached>(CACHE_NAMESPACE, &cache_key(digest))
+        {
+            return ImageState::Found {
+                finding: cached.finding,
+            };
+        }
+        let (raw, location) = match registry.manifest_located(&reference).await {
+            Ok(found) => found,
+            Err(Error::ImageNotFound { .. })
+            | Err(Error::MirrorsFailed {
+                all_not_found: true,
+                ..
+            }) => return ImageState::Missing,
+            Err(e) => return ImageState::Unknown(e.to_string()),
+        };
+        let key = cache_key(&raw.digest);
+        if let Some(cached) = self.cache.get::<Cached>(CACHE_NAMESPACE, &key) {
+            return ImageState::Found {
+                finding: cached.finding,
+            };
+        }
+        let pinned = location.pinned(&raw.digest);
+        let shown = reference.pinned(&raw.digest).to_string();
+        let top = match manifest::parse(&raw.body, None) {
+            Ok(top) => top,
+            Err(reason) => {
+                return ImageState::Unusable(format!("{shown}: unsupported manifest: {reason}"));
+            }
+        };
+        let was_list = matches!(top, Manifest::Index(_));
+        let (platform, _) =
+            match files::platform_manifest(&registry, &pinned, top, goarch, ROLE).await {
+                Ok(found) => found,
+                Err(e @ Error::NoPlatform { .. }) => return ImageState::Unusable(e.to_string()),
+                Err(e @ Error::UnsupportedManifest { .. }) => {
+                    return ImageState::Unusable(e.to_string());
+                }
+                Err(e) => return ImageState::Unknown(e.to_string()),
+            };
+        if !was_list {
+            match files::small_blob(&registry, &pinned, &platform.config, CONFIG_LIMIT).await {
+                Ok(config) => {
+                    let architecture = serde_json::from_slice::<serde_json::Value>(&config)
+                        .ok()
+                        .and_then(|c| c["architecture"].as_str().map(str::to_string));
+                    if let Some(arch) = architecture.filter(|a| !a.is_empty() && a != goarch) {
+                        return ImageState::Unusable(format!(
+                            "{shown} is a linux/{arch} image; the nodes are linux/{goarch}"
+                        ));
+                    }
+                }
+                Err(e) => return ImageState::Unknown(e.to_string()),
+            }
+        }
+        self.images_read.fetch_add(1, Ordering::Relaxed);
+        self.image_bytes
+            .fetch_add(platform.total_size(), Ordering::Relaxed);
+
+        let mut looking = wanted.clone();
+        let mut tree = None;
+        for _ in 0..=MAX_REDIRECTS {
+            let query = looking.query();
+            let target = looking.clone();
+            let mut indexes = Indexes::default();
+            let scanned = files::scan_tree(&registry, &pinned, &platform, query, move |t| {
+                layout::answered(&target, t, &mut indexes)
+            })
+            .await;
+            let scanned = match scanned {
+                Ok(t) => t,
+                Err(e) => return ImageState::Unknown(e.to_string()),
+            };
+            match looking.redirected(&scanned) {
+                Some(next) => looking = next,
+                None => {
+                    tree = Some(scanned);
+                    break;
+                }
+            }
+        }
+        let Some(tree) = tree else {
+            return ImageState::Unusable(format!(
+                "{shown}: too many symbolic links above {}",
+                wanted.dir_name
+            ));
+        };
+        let finding = layout::evaluate(&looking, &tree, &mut Indexes::default(), &shown);
+        if matches!(finding, Finding::Ready(_) | Finding::Failed(_))
+            && let Err(e) = self.cache.put(
+                CACHE_NAMESPACE,
+                &key,
+                &Cached {
+                    finding: finding.clone(),
+                },
+            )
+        {
+            (self.notify)(format!("could not write the cache: {e}"));
+        }
+        ImageState::Found { finding }
+    }
+}
+
+struct Problem {
+    verdict: Verdict,
+    text: String,
+}
+
+impl Problem {
+    fn with_image(self, image: &str) -> (Verdict, String) {
+        (
+            self.verdict,
+            format!("image {image} does not exist, and {}", self.text),
+        )
+    }
+}
+
+/// Counts per verdict, in the order they are reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub total: usize,
+    pub ready: usize,
+    pub will_build: usize,
+    pub will_sign: usize,
+    pub failed: usize,
+    pub unknown: usize,
+}
+
+impl Summary {
+    pub fn of(rows: &[Row]) -> Summary {
+        let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
+        Summary {
+            total: rows.len(),
+            ready: count(Verdict::Ready),
+            will_build: count(Verdict::WillBuild),
+            will_sign: count(Verdict::WillSign),
+            failed: count(Verdict::Failed),
+            unknown: count(Verdict::Unknown),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_and_summaries() {
+        assert!(is_short_name("mlx5:1"));
+        assert!(is_short_name("vendor/mlx5:1"));
+        assert!(!is_short_name("quay.io/vendor/mlx5:1"));
+        assert!(!is_short_name("127.0.0.1:5000/mlx5:1"));
+        assert!(!is_short_name("localhost/mlx5:1"));
+        let row = |verdict| Row {
+            namespace: "n".into(),
+            name: "m".into(),
+            kernel: "k".into(),
+            image: None,
+            verdict,
+            reason: String::new(),
+            invalid: false,
+        };
+        let summary = Summary::of(&[
+            row(Verdict::Ready),
+            row(Verdict::Failed),
+            row(Verdict::Ready),
+        ]);
+        assert_eq!((summary.total, summary.ready, summary.failed), (3, 2, 1));
+        assert!(Verdict::WillSign.is_ok() && !Verdict::Unknown.is_ok());
+    }
+}

@@ -1,0 +1,321 @@
+//! Kmod images as driver vendors build them: kernel modules compiled by gcc into real ELF
+//! relocatable objects (`.modinfo`, exported and imported symbols), laid out under
+//! `<dirName>/lib/modules/<kernel>/` and indexed by the real `depmod -b`, then packed into an
+//! image layer. Nothing here knows how the plugin reads them.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use super::images::TarLayer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Xz,
+    Zst,
+    /// Debian's depmod reads no `.ko.gz`: indexed as `.ko.xz`, then swapped (see `depmod`).
+    Gz,
+}
+
+/// One kernel module.
+#[derive(Debug, Clone)]
+pub struct Ko {
+    /// The module name (`mlx5_core`); the file may spell it with `-`.
+    pub name: String,
+    /// Path under the kernel's module directory, without the compression suffix
+    /// (`extra/mlx5_core.ko`).
+    pub file: String,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    pub compression: Compression,
+}
+
+impl Ko {
+    pub fn new(name: &str) -> Ko {
+        Ko {
+            name: name.to_string(),
+            file: format!("extra/{name}.ko"),
+            exports: vec![],
+            imports: vec![],
+            compression: Compression::None,
+        }
+    }
+
+    pub fn at(mut self, file: &str) -> Ko {
+        self.file = file.to_string();
+        self
+    }
+
+    pub fn exports(mut self, symbols: &[&str]) -> Ko {
+        self.exports = symbols.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn imports(mut self, symbols: &[&str]) -> Ko {
+        self.imports = symbols.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn compressed(mut self, compression: Compression) -> Ko {
+        self.compression = compression;
+        self
+    }
+
+    fn source(&self, kernel: &str) -> String {
+        let mut c = String::new();
+        let modinfo = |key: &str, value: &str| {
+            format!(
+                "static const char modinfo_{key}[] __attribute__((section(\".modinfo\"), used, aligned(1))) = \"{key}={value}\";\n"
+            )
+        };
+        c.push_str(&modinfo("name", &self.name));
+        c.push_str(&modinfo(
+            "vermagic",
+            &format!("{kernel} SMP preempt mod_unload modversions "),
+        ));
+        for import in &self.imports {
+            c.push_str(&format!("extern int {import}(void);\n"));
+        }
+        c.push_str("int init_module(void) { int r = 0;");
+        for import in &self.imports {
+            c.push_str(&format!(" r += {import}();"));
+        }
+        c.push_str(" return r; }\n");
+        for export in &self.exports {
+            c.push_str(&format!("int {export}(void) {{ return 1; }}\n"));
+        }
+        if !self.exports.is_empty() {
+            let strings: String = self.exports.iter().map(|e| format!("{e}\\0")).collect();
+            c.push_str(&format!(
+                "static const char ksymtab_strings[] __attribute__((section(\"__ksymtab_strings\"), used, aligned(1))) = \"{strings}\";\n"
+            ));
+        }
+        c
+    }
+
+    /// The compiled object, built once per process for the same source.
+    fn object(&self, kernel: &str) -> Vec<u8> {
+        static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+        let source = self.source(kernel);
+        let built = BUILT.get_or_init(Default::default);
+        if let Some(object) = built.lock().unwrap().get(&source) {
+            return object.clone();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("m.c");
+        let o = dir.path().join("m.ko");
+        std::fs::write(&c, &source).unwrap();
+        let status = Command::new("gcc")
+            .args(["-c", "-O0", "-fno-asynchronous-unwind-tables", "-o"])
+            .arg(&o)
+            .arg(&c)
+            .status()
+            .expect("gcc is needed to build test kernel modules");
+        assert!(status.success(), "gcc failed on:\n{source}");
+        let object = std::fs::read(&o).unwrap();
+        built.lock().unwrap().insert(source, object.clone());
+        object
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn xz(data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("xz")
+        .args(["-z", "-c", "-T1", "--check=crc32"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("xz (xz-utils) is needed to build test kernel modules");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A staging directory that becomes one image layer.
+pub struct Tree {
+    dir: tempfile::TempDir,
+    /// (kernel directory, file without suffix) of `.ko.gz` modules indexed as `.ko.xz`.
+    gz: Vec<(PathBuf, String)>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        Tree {
+            dir: tempfile::tempdir().unwrap(),
+            gz: Vec::new(),
+        }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative.trim_start_matches('/'))
+    }
+
+    /// `<dir_name>/lib/modules/<kernel>`
+    pub fn kernel_dir(dir_name: &str, kernel: &str) -> String {
+        format!("{}/lib/modules/{kernel}", dir_name.trim_end_matches('/'))
+    }
+
+    /// Add `ko` for `kernel` under `dir_name` (`/opt`).
+    pub fn module(&mut self, dir_name: &str, kernel: &str, ko: &Ko) -> &mut Self {
+        let kernel_dir = self.path(&Self::kernel_dir(dir_name, kernel));
+        let object = ko.object(kernel);
+        let (suffix, bytes) = match ko.compression {
+            Compression::None => ("", object),
+            Compression::Xz | Compression::Gz => (".xz", xz(&object)),
+            Compression::Zst => (".zst", zstd::encode_all(&object[..], 3).unwrap()),
+        };
+        let path = kernel_dir.join(format!("{}{suffix}", ko.file));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        if ko.compression == Compression::Gz {
+            self.gz.push((kernel_dir, ko.file.clone()));
+            let raw = ko.object(kernel);
+            std::fs::write(
+                self.dir
+                    .path()
+                    .join(format!("{}.gz-payload", self.gz.len())),
+                gzip(&raw),
+            )
+            .unwrap();
+        }
+        self
+    }
+
+    /// Run the real `depmod -b <dir_name> <kernel>`, as KMM's docs tell image builders to.
+    pub fn depmod(&mut self, dir_name: &str, kernel: &str) -> &mut Self {
+        let base = self.path(dir_name);
+        let out = Command::new(depmod())
+            .arg("-b")
+            .arg(&base)
+            .arg(kernel)
+            .output()
+            .expect("depmod (Debian's kmod) is needed to build test kmod images");
+        assert!(
+            out.status.success(),
+            "depmod failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // `.ko.gz`: the index names `X.ko.xz`; the same-length `X.ko.gz` keeps every offset.
+        for (i, (kernel_dir, file)) in self.gz.clone().into_iter().enumerate() {
+            let payload = self.dir.path().join(format!("{}.gz-payload", i + 1));
+            std::fs::remove_file(kernel_dir.join(format!("{file}.xz"))).unwrap();
+            std::fs::rename(&payload, kernel_dir.join(format!("{file}.gz"))).unwrap();
+            for index in ["modules.dep.bin", "modules.dep"] {
+                let path = kernel_dir.join(index);
+                let bytes = std::fs::read(&path).unwrap();
+                let from = format!("{file}.xz");
+                let to = format!("{file}.gz");
+                std::fs::write(&path, replace(&bytes, from.as_bytes(), to.as_bytes())).unwrap();
+            }
+        }
+        self.gz.clear();
+        self
+    }
+
+    pub fn file(&mut self, path: &str, content: &[u8]) -> &mut Self {
+        let path = self.path(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        self
+    }
+
+    pub fn remove(&mut self, path: &str) -> &mut Self {
+        let path = self.path(path);
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+        self
+    }
+
+    /// The tree as a tar layer (directories included, sorted, deterministic).
+    pub fn layer(&self) -> Vec<u8> {
+        let mut tar = TarLayer::new();
+        let mut paths = Vec::new();
+        collect(self.dir.path(), self.dir.path(), &mut paths);
+        paths.sort();
+        for (relative, is_dir) in paths {
+            if relative.ends_with(".gz-payload") {
+                continue;
+            }
+            if is_dir {
+                tar = tar.dir(&relative);
+            } else {
+                let data = std::fs::read(self.dir.path().join(&relative)).unwrap();
+                tar = tar.file(&relative, &data);
+            }
+        }
+        tar.finish()
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, bool)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let relative = path.strip_prefix(root).unwrap().display().to_string();
+        if path.is_dir() {
+            out.push((relative, true));
+            collect(root, &path, out);
+        } else {
+            out.push((relative, false));
+        }
+    }
+}
+
+fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = haystack.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn depmod() -> PathBuf {
+    which::which("depmod")
+        .ok()
+        .or_else(|| {
+            ["/usr/sbin/depmod", "/sbin/depmod"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+        })
+        .expect("depmod is not installed; run the README's test command, which installs kmod")
+}
+
+/// The base layer of a kmod image: a shell and `cp`, as the worker needs (placeholders here).
+pub fn base_layer() -> Vec<u8> {
+    TarLayer::new()
+        .dir("bin")
+        .file("bin/sh", b"#!placeholder shell\n")
+        .file("bin/cp", b"#!placeholder cp\n")
+        .dir("etc")
+        .file(
+            "etc/os-release",
+            b"NAME=\"Red Hat Enterprise Linux\"\nVERSION_ID=\"9.6\"\n",
+        )
+        .finish()
+}
