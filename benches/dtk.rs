@@ -9,90 +9,14 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use support::fixtures::{
     self, dtk_json, image_references, payload_layer, push_payload, release_metadata,
 };
 use support::images::{Compression, Flavor, Image, Pusher, TarLayer, layer};
+use support::measure::{self, Measured, measure, mib};
 use support::proxy::FaultProxy;
 use support::registry::TestRegistry;
-
-struct Measured {
-    wall: Duration,
-    peak_rss_kib: i64,
-    code: i32,
-    stderr: String,
-}
-
-const HELPER_ENV: &str = "KMM_BENCH_MEASURE";
-
-/// Helper mode: run argv[1..] as a child, wait4(2) for it, and report its peak RSS.
-/// A fresh, small process does the fork: Linux carries the parent's pre-exec high-water mark
-/// into the child's ru_maxrss, which from the big benchmark process would swamp the figure.
-fn helper() -> ! {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let start = Instant::now();
-    let child = Command::new(&args[0])
-        .args(&args[1..])
-        .env_remove(HELPER_ENV)
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: wait4 on our own child; rusage is a plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4 failed");
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    println!("{} {} {code}", start.elapsed().as_nanos(), usage.ru_maxrss);
-    std::process::exit(0);
-}
-
-/// Run a command through the helper and collect wall time, peak RSS, exit code and stderr.
-fn measure(command: &Command) -> Measured {
-    let mut helper = Command::new(std::env::current_exe().expect("own path"));
-    helper
-        .env(HELPER_ENV, "1")
-        .arg(command.get_program())
-        .args(command.get_args());
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(v) => helper.env(key, v),
-            None => helper.env_remove(key),
-        };
-    }
-    let output = helper.output().expect("run the measuring helper");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let mut fields = stdout.lines().last().unwrap_or_default().split(' ');
-    let mut next = || {
-        fields
-            .next()
-            .and_then(|f| f.parse::<i64>().ok())
-            .unwrap_or(-1)
-    };
-    let wall = Duration::from_nanos(next() as u64);
-    let peak_rss_kib = next();
-    let code = next() as i32;
-    Measured {
-        wall,
-        peak_rss_kib,
-        code,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    if bytes < 1024 * 1024 {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-    }
-}
 
 fn plugin_fetched(stderr: &str) -> u64 {
     stderr
@@ -104,9 +28,7 @@ fn plugin_fetched(stderr: &str) -> u64 {
 }
 
 fn main() {
-    if std::env::var_os(HELPER_ENV).is_some() {
-        helper();
-    }
+    measure::helper_if_asked();
     // `cargo bench` passes --bench; nothing to parse.
     let top_mib: u64 = std::env::var("KMM_BENCH_TOP_MIB")
         .ok()

@@ -1,9 +1,15 @@
-//! Try `kubectl kmm preflight` without a cluster: `./scripts/try-it [extra flags]`.
+//! Try `kubectl kmm` without a cluster: `./scripts/try-it [check] [extra flags]`.
 //!
-//! Starts the test peers — Debian's docker-registry holding an OpenShift 4.19.0 payload and its
-//! driver-toolkit, the test API server with KMM 2.4's CRDs, a node and four Modules, and the
-//! simulated KMM operator — then runs `kubectl kmm preflight --release 4.19.0` through kubectl
-//! on your terminal, and stops the peers when it ends (with its exit code).
+//! Starts the test peers — Debian's docker-registry holding an OpenShift 4.19.0 payload, its
+//! driver-toolkit and kmod images built with gcc and depmod, the test API server with KMM 2.4's
+//! CRDs, two nodes and four Modules, and the simulated KMM operator — then runs
+//! `kubectl kmm preflight --release 4.19.0` (or `check`) through kubectl on your terminal, and
+//! stops the peers when it ends (with its exit code).
+//!
+//! The Modules: nvidia-gpu's image holds its module for the new kernel; mlx5's image is missing
+//! and its build section has its ConfigMap; nvme-of's image exists but holds modules for the
+//! old kernel only (KMM 2.4's preflight passes it, `check` does not); can-bus's image is missing
+//! and its build names a ConfigMap that does not exist.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -11,8 +17,28 @@ mod support;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use serde_json::json;
 use support::apiserver::Kmm;
-use support::cluster::{TestCluster, VERSION, module_spec};
+use support::cluster::{TestCluster, VERSION, module_spec, resolved};
+use support::images::{self, Flavor, Image, Pusher};
+use support::kmod::{Ko, Tree, base_layer};
+
+const OLD_KERNEL: &str = "5.14.0-427.50.1.el9_4.x86_64";
+
+/// An amd64 kmod image holding `module` for `kernel`, indexed by depmod.
+fn kmod_image(module: &str, kernel: &str) -> Image {
+    let mut tree = Tree::new();
+    tree.module("/opt", kernel, &Ko::new(module))
+        .depmod("/opt", kernel);
+    Image {
+        flavor: Flavor::Docker,
+        goarch: "amd64",
+        layers: [base_layer(), tree.layer()]
+            .into_iter()
+            .map(|t| images::layer(t, images::Compression::Gzip, Flavor::Docker))
+            .collect(),
+    }
+}
 
 fn main() -> ExitCode {
     let extra: Vec<String> = std::env::args().skip(1).collect();
@@ -31,14 +57,44 @@ async fn run(extra: Vec<String>) -> ExitCode {
     c.operator()
         .configure(|o| o.step = Duration::from_millis(1500));
     c.api.add_node("worker-1", "amd64");
-    c.module("gpu-operator", "nvidia-gpu", true, false);
-    c.module("nic", "mlx5", false, true);
-    c.module("storage", "nvme-of", true, false);
+    let kernel = c.kernel().to_string();
+    let pusher = Pusher::new(&c.registry);
+    let image = |name: &str| format!("{}/vendor/{name}:${{KERNEL_FULL_VERSION}}", c.registry.addr);
+    let tag = |name: &str| resolved(&image(name), &kernel);
+    for (name, module, built_for) in [
+        ("nvidia-gpu", "kmod", kernel.as_str()),
+        ("nvme-of", "kmod", OLD_KERNEL),
+    ] {
+        let reference = tag(name);
+        let repo_tag = reference
+            .split_once('/')
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        let (repo, t) = repo_tag.split_once(':').unwrap_or((repo_tag, "latest"));
+        pusher
+            .push_image(repo, Some(t), &kmod_image(module, built_for))
+            .await;
+        c.operator().configure(|o| {
+            o.images.insert(reference.clone());
+        });
+    }
     c.api.add_module(
-        "edge",
-        "can-bus",
-        module_spec("quay.io/vendor/can-bus:${KERNEL_FULL_VERSION}", true),
+        "gpu-operator",
+        "nvidia-gpu",
+        module_spec(&image("nvidia-gpu"), false),
     );
+    c.api
+        .add_module("nic", "mlx5", module_spec(&image("mlx5"), true));
+    c.api.put(
+        "",
+        "ConfigMap",
+        json!({"metadata": {"name": "kmod-dockerfile", "namespace": "nic"},
+               "data": {"dockerfile": "ARG DTK_AUTO\nFROM ${DTK_AUTO}\n"}}),
+    );
+    c.api
+        .add_module("storage", "nvme-of", module_spec(&image("nvme-of"), false));
+    c.api
+        .add_module("edge", "can-bus", module_spec(&image("can-bus"), true));
 
     let plugin = support::plugin_binary();
     let plugin_dir = plugin
@@ -50,15 +106,19 @@ async fn run(extra: Vec<String>) -> ExitCode {
         "sandbox: registry http://{} (release {VERSION}), API server {}, KMM 2.4, 2 nodes, 4 Modules",
         c.registry.addr, c.api.url
     );
+    let (command, extra) = match extra.first().map(String::as_str) {
+        Some("check") => ("check", &extra[1..]),
+        _ => ("preflight", &extra[..]),
+    };
     let mut args = vec![
         "kmm".to_string(),
-        "preflight".into(),
+        command.into(),
         "--release".into(),
         VERSION.into(),
         "--insecure-registry".into(),
         c.registry.addr.clone(),
     ];
-    args.extend(extra);
+    args.extend(extra.iter().cloned());
     eprintln!("sandbox: kubectl {}\n", args.join(" "));
     let status = tokio::process::Command::new("kubectl")
         .args(&args)

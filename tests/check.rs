@@ -991,3 +991,66 @@ async fn module_images_through_the_clusters_mirrors() {
         w.registry.addr, pushed.digest
     ));
 }
+
+/// Reading Secrets and ConfigMaps is optional (RBAC): without it the check says so and only
+/// what depended on them becomes Unknown.
+#[tokio::test(flavor = "multi_thread")]
+async fn forbidden_secrets_and_config_maps_make_only_what_needs_them_unknown() {
+    let w = World::start().await;
+    let private = TestRegistry::secure("vendor", "pw");
+    push(
+        &Pusher::new(&private),
+        "vendor/gpu",
+        "v1",
+        vec![mlx5_tree(K).layer()],
+    )
+    .await;
+    push(&w.pusher(), "vendor/open", "v1", vec![mlx5_tree(K).layer()]).await;
+    let mut secret_module = module_spec(&format!("{}/vendor/gpu:v1", private.addr), "mlx5_core");
+    secret_module["imageRepoSecret"] = json!({"name": "pull"});
+    w.api.add_module("gpu", "private", secret_module);
+    let mut open = module_spec(&w.image("vendor/open", "v1"), "mlx5_core");
+    open["imageRepoSecret"] = json!({"name": "pull"});
+    w.api.add_module("gpu", "open", open);
+    let mut build = module_spec(&w.image("vendor/missing", "v1"), "m");
+    build["moduleLoader"]["container"]["build"] = json!({"dockerfileConfigMap": {"name": "df"}});
+    w.api.add_module("gpu", "build", build);
+    w.api.add_registry_secret(
+        "gpu",
+        "pull",
+        &auth_file(&[(&private.addr, "vendor", "pw")]),
+    );
+    w.api.forbid("get", "", "secrets");
+    w.api.forbid("get", "", "configmaps");
+
+    let ca = private.ca_pem().unwrap().display().to_string();
+    let run = w
+        .check(&["--kernel", K, "--registry-ca", &ca, "-v", "-o", "json"])
+        .await
+        .expect_code(4);
+    let rows = rows(&run);
+    assert_eq!(
+        row(&rows, "open", K)["verdict"],
+        "Ready",
+        "anonymous access still works"
+    );
+    let private_row = row(&rows, "private", K);
+    assert_eq!(private_row["verdict"], "Unknown");
+    assert!(
+        private_row["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("(its imageRepoSecret gpu/pull could not be read (reading Secret gpu/pull is forbidden))"),
+        "{private_row:#}"
+    );
+    let build_row = row(&rows, "build", K);
+    assert_eq!(build_row["verdict"], "Unknown");
+    assert!(
+        build_row["reason"]
+            .as_str()
+            .unwrap()
+            .contains("whether the build's Dockerfile, ConfigMap gpu/df, exists is not known (reading ConfigMap gpu/df is forbidden)"),
+        "{build_row:#}"
+    );
+    run.expect_stderr("gpu/private: its imageRepoSecret gpu/pull could not be read (reading Secret gpu/pull is forbidden)");
+}

@@ -10,6 +10,7 @@ async fn every_command_has_help_with_an_example() {
     for args in [
         vec!["--help"],
         vec!["preflight", "--help"],
+        vec!["check", "--help"],
         vec!["status", "--help"],
         vec!["dtk", "--help"],
         vec!["version", "--help"],
@@ -69,7 +70,7 @@ async fn version_and_completion_scripts() {
             "{shell}: {}",
             &run.stdout[..run.stdout.len().min(300)]
         );
-        assert!(run.stdout.contains("preflight"));
+        assert!(run.stdout.contains("preflight") && run.stdout.contains("check"));
     }
     let run = ctx.run(&["completion", "tcsh"]).await.expect_code(2);
     assert!(

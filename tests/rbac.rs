@@ -35,6 +35,23 @@ async fn run_everything(kmm: Kmm, rbac: &Rbac) -> Vec<support::apiserver::Record
     );
     c.module("gpu-operator", "nvidia-gpu", true, false);
     c.module("nic", "mlx5", false, false);
+    // For check: a missing image with a build section, and an imageRepoSecret.
+    let mut lustre = support::cluster::module_spec(
+        &format!("{}/vendor/lustre:${{KERNEL_FULL_VERSION}}", c.registry.addr),
+        true,
+    );
+    lustre["imageRepoSecret"] = json!({"name": "vendor-pull"});
+    c.api.add_module("storage", "lustre", lustre);
+    c.api.add_registry_secret(
+        "storage",
+        "vendor-pull",
+        &auth_file(&[(&c.registry.addr, "kmm", "x")]),
+    );
+    c.api.put(
+        "",
+        "ConfigMap",
+        json!({"metadata": {"name": "kmod-dockerfile", "namespace": "storage"}, "data": {"Dockerfile": "FROM x"}}),
+    );
 
     let args = [
         "preflight",
@@ -61,6 +78,19 @@ async fn run_everything(kmm: Kmm, rbac: &Rbac) -> Vec<support::apiserver::Record
         "{}",
         run.stdout
     );
+    let check = c
+        .plugin(&[
+            "check",
+            "--release",
+            VERSION,
+            "--user",
+            "alice",
+            "-v",
+            "lustre",
+        ])
+        .await
+        .expect_code(0);
+    assert!(check.stdout.contains(" WillBuild "), "{}", check.stdout);
     c.ctx
         .run(&["status", "--user", "alice"])
         .await

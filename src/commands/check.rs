@@ -8,11 +8,12 @@ use futures::future::BoxFuture;
 use crate::cli::CheckArgs;
 use crate::cluster::{Cluster, kmm};
 use crate::error::{Error, ExitStatus, Result};
-use crate::module::check::{Checker, Lookup, ObjectKind, Objects, Row, Target, Verdict};
+use crate::module::check::{Checker, Inspected, Lookup, ObjectKind, Objects, Row, Target, Verdict};
 use crate::module::source::{self, SecretData};
 use crate::module::spec::Module;
 use crate::output::check::CheckReport;
 use crate::output::{self, Term};
+use crate::registry::Transferred;
 use crate::registry::auth::AuthEntries;
 use crate::registry::cache::Cache;
 use crate::release::{self, Arch, ReleaseSpec, dtk};
@@ -60,20 +61,6 @@ impl Objects for ClusterObjects {
             }
         })
     }
-}
-
-/// The architecture of the nodes that boot `kernel`: `--arch`, else the kernel's own name
-/// (`….x86_64`), else the cluster's nodes, else x86_64.
-async fn target_arch(
-    kernel: &str,
-    arch: Option<Arch>,
-    cluster: Option<&Cluster>,
-    term: &Term,
-) -> Result<Arch> {
-    if let Some(arch) = arch.or_else(|| dtk::kernel_arch(kernel).and_then(Arch::from_rpm)) {
-        return Ok(arch);
-    }
-    Ok(context::payload(cluster, None, term).await?.1)
 }
 
 /// What to check against: the kernels, and the release they came from.
@@ -154,13 +141,26 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
             }
         }
         None => {
+            // The nodes' architecture: `--arch`, else the kernel's own name (`….x86_64`), else
+            // the cluster's nodes (asked once), else x86_64.
             let mut targets = Vec::new();
+            let mut nodes_arch = None;
             for kernel in &args.kernel {
                 let kernel = kernel.trim().to_string();
                 if targets.iter().any(|t: &Target| t.kernel == kernel) {
                     continue;
                 }
-                let arch = target_arch(&kernel, args.arch, cluster_ref, term).await?;
+                let named = args
+                    .arch
+                    .or_else(|| dtk::kernel_arch(&kernel).and_then(Arch::from_rpm));
+                let arch = match (named, nodes_arch) {
+                    (Some(arch), _) | (None, Some(arch)) => arch,
+                    (None, None) => {
+                        let arch = context::payload(cluster_ref, None, term).await?.1;
+                        nodes_arch = Some(arch);
+                        arch
+                    }
+                };
                 targets.push(Target {
                     kernel,
                     goarch: arch.goarch().to_string(),
@@ -191,8 +191,13 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         Arc::new(move |line: String| term.info(&line))
     };
     let checker = Checker::new(registry.clone(), cache, objects, notifier);
+    let before = registry.transferred();
     let rows = checker.check(&modules, &targets.targets).await;
-    report_transfer(term, &registry, checker.inspected());
+    report_transfer(
+        term,
+        registry.transferred().since(before),
+        checker.inspected(),
+    );
 
     let report = CheckReport::new(
         targets.targets.iter().map(|t| t.kernel.clone()).collect(),
@@ -212,6 +217,7 @@ fn select_modules(
     term: &Term,
 ) -> Result<Vec<Module>> {
     let mut modules = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
     for value in values {
         let module = Module::from_value(value).map_err(|reason| {
             let name = value["metadata"]["name"].as_str().unwrap_or("(unnamed)");
@@ -229,6 +235,7 @@ fn select_modules(
         if !args.modules.is_empty() && !args.modules.contains(&module.metadata.name) {
             continue;
         }
+        named.insert(module.metadata.name.clone());
         if module.is_deleting() {
             term.info(&format!("skipping {}: it is being deleted", module.key()));
             continue;
@@ -243,10 +250,7 @@ fn select_modules(
         modules.push(module);
     }
     for wanted in &args.modules {
-        if !values
-            .iter()
-            .any(|v| v["metadata"]["name"].as_str() == Some(wanted.as_str()))
-        {
+        if !named.contains(wanted) {
             let place = match &args.namespace {
                 Some(ns) => format!("in namespace {ns}"),
                 None => "in any namespace".into(),
@@ -264,12 +268,7 @@ fn select_modules(
 }
 
 /// `-v`: what the check read against what the images hold.
-fn report_transfer(
-    term: &Term,
-    registry: &crate::registry::Registry,
-    inspected: crate::module::check::Inspected,
-) {
-    let transferred = registry.transferred();
+fn report_transfer(term: &Term, transferred: Transferred, inspected: Inspected) {
     let fetched = transferred.manifest_bytes + transferred.blob_bytes;
     let share = if inspected.bytes > 0 {
         format!(

@@ -282,9 +282,21 @@ impl Checker {
         row.image = Some(resolved.image.clone());
         let modprobe = &container.modprobe;
         if modprobe.module_name.is_empty() {
-            row.reason = "modprobe.rawArgs is used: which module `modprobe` loads is not known \
-                          to the check"
-                .into();
+            if modprobe
+                .raw_args
+                .as_ref()
+                .is_some_and(|a| !a.load.is_empty())
+            {
+                row.reason = "modprobe.rawArgs is used: which module `modprobe` loads is not \
+                              known to the check"
+                    .into();
+            } else {
+                row.verdict = Verdict::Failed;
+                row.invalid = true;
+                row.reason = "KMM refuses this Module: modprobe has neither moduleName nor \
+                              rawArgs.load"
+                    .into();
+            }
             return row;
         }
         let mut names = vec![modprobe.module_name.clone()];
@@ -634,9 +646,11 @@ impl Checker {
         } else {
             access.registry.clone()
         };
+        // The repository is part of the key: the reasons name the image.
         let cache_key = |digest: &str| {
             format!(
-                "{digest} {goarch} {} {} {} {}",
+                "{} {digest} {goarch} {} {} {} {}",
+                reference.repository_path(),
                 wanted.root,
                 wanted.kernel,
                 wanted.modules.join(","),

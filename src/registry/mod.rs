@@ -144,6 +144,17 @@ pub struct Transferred {
     pub blob_bytes: u64,
 }
 
+impl Transferred {
+    /// What was transferred after `earlier` was taken.
+    pub fn since(self, earlier: Transferred) -> Transferred {
+        Transferred {
+            requests: self.requests - earlier.requests,
+            manifest_bytes: self.manifest_bytes - earlier.manifest_bytes,
+            blob_bytes: self.blob_bytes - earlier.blob_bytes,
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
     registry: String,

@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod httpproxy;
 pub mod images;
 pub mod kmod;
+pub mod measure;
 pub mod operator;
 pub mod proxy;
 pub mod registry;
