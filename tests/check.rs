@@ -1054,3 +1054,43 @@ async fn forbidden_secrets_and_config_maps_make_only_what_needs_them_unknown() {
     );
     run.expect_stderr("gpu/private: its imageRepoSecret gpu/pull could not be read (reading Secret gpu/pull is forbidden)");
 }
+
+/// `registryTLS` lets a Module reach a plain-HTTP registry without --insecure-registry, and a
+/// symlink above `dirName` (`/opt` → `usr/local/kmods`) is followed as the worker's `cp` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_tls_of_the_module_and_a_symlinked_dir_name() {
+    let w = World::start().await;
+    let mut tree = Tree::new();
+    tree.module("/usr/local/kmods", K, &Ko::new("mlx5_core"))
+        .depmod("/usr/local/kmods", K)
+        .symlink("opt", "usr/local/kmods");
+    push(&w.pusher(), "vendor/linked", "v1", vec![tree.layer()]).await;
+    let mut spec = module_spec(&w.image("vendor/linked", "v1"), "mlx5_core");
+    spec["moduleLoader"]["container"]["registryTLS"] = json!({"insecure": true});
+    w.api.add_module("nic", "linked", spec);
+    let run = w
+        .ctx
+        .run(&["check", "--kernel", K, "-o", "json"])
+        .await
+        .expect_code(0);
+    assert_eq!(rows(&run)[0]["verdict"], "Ready", "{run:?}");
+
+    // Without registryTLS (or the flag), plain HTTP is not tried.
+    w.api.add_module(
+        "nic",
+        "strict",
+        module_spec(&w.image("vendor/linked", "v1"), "mlx5_core"),
+    );
+    let run = w
+        .ctx
+        .run(&["check", "--kernel", K, "-o", "json", "strict"])
+        .await
+        .expect_code(4);
+    assert!(
+        rows(&run)[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS connection to registry"),
+        "{run:?}"
+    );
+}

@@ -234,6 +234,14 @@ impl Tree {
         self
     }
 
+    /// A symbolic link at `path` to `target` (as written, relative or absolute).
+    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let path = self.path(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, path).unwrap();
+        self
+    }
+
     pub fn remove(&mut self, path: &str) -> &mut Self {
         let path = self.path(path);
         if path.is_dir() {
@@ -250,31 +258,45 @@ impl Tree {
         let mut paths = Vec::new();
         collect(self.dir.path(), self.dir.path(), &mut paths);
         paths.sort();
-        for (relative, is_dir) in paths {
+        for (relative, kind) in paths {
             if relative.ends_with(".gz-payload") {
                 continue;
             }
-            if is_dir {
-                tar = tar.dir(&relative);
-            } else {
-                let data = std::fs::read(self.dir.path().join(&relative)).unwrap();
-                tar = tar.file(&relative, &data);
-            }
+            let full = self.dir.path().join(&relative);
+            tar = match kind {
+                Kind::Dir => tar.dir(&relative),
+                Kind::Symlink => {
+                    let target = std::fs::read_link(&full).unwrap();
+                    tar.symlink(&relative, &target.display().to_string())
+                }
+                Kind::File => tar.file(&relative, &std::fs::read(&full).unwrap()),
+            };
         }
         tar.finish()
     }
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, bool)>) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Dir,
+    Symlink,
+    File,
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, Kind)>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let path = entry.path();
         let relative = path.strip_prefix(root).unwrap().display().to_string();
-        if path.is_dir() {
-            out.push((relative, true));
+        // The entry itself, not what a symlink points at.
+        let file_type = entry.file_type().unwrap();
+        if file_type.is_symlink() {
+            out.push((relative, Kind::Symlink));
+        } else if file_type.is_dir() {
+            out.push((relative, Kind::Dir));
             collect(root, &path, out);
         } else {
-            out.push((relative, false));
+            out.push((relative, Kind::File));
         }
     }
 }
