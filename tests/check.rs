@@ -71,6 +71,20 @@ async fn push(pusher: &Pusher, repo: &str, tag: &str, tops: Vec<Vec<u8>>) -> Pus
     pusher.push_image(repo, Some(tag), &image).await
 }
 
+/// A TLS registry with basic auth (`vendor`/`password`) holding `vendor/gpu:<tag>`, the mlx5
+/// layout for `K`.
+async fn private_registry(password: &str, tag: &str) -> TestRegistry {
+    let private = TestRegistry::secure("vendor", password);
+    push(
+        &Pusher::new(&private),
+        "vendor/gpu",
+        tag,
+        vec![mlx5_tree(K).layer()],
+    )
+    .await;
+    private
+}
+
 /// The usual vendor layout: the module in `extra/`, its dependency in `kernel/drivers/…`.
 fn mlx5_tree(kernel: &str) -> Tree {
     let mut tree = Tree::new();
@@ -693,14 +707,7 @@ async fn platforms_of_manifest_lists_and_single_images() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_private_registry_through_the_modules_image_repo_secret() {
     let w = World::start().await;
-    let private = TestRegistry::secure("vendor", "s3cr3t-pw");
-    push(
-        &Pusher::new(&private),
-        "vendor/gpu",
-        "v1",
-        vec![mlx5_tree(K).layer()],
-    )
-    .await;
+    let private = private_registry("s3cr3t-pw", "v1").await;
     let image = format!("{}/vendor/gpu:v1", private.addr);
     let mut spec = module_spec(&image, "mlx5_core");
     spec["imageRepoSecret"] = json!({"name": "vendor-pull"});
@@ -762,15 +769,8 @@ async fn a_private_registry_through_the_modules_image_repo_secret() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn module_files_need_no_cluster_and_bring_their_secrets() {
-    let private = TestRegistry::secure("vendor", "filepw");
+    let private = private_registry("filepw", K).await;
     let plain = TestRegistry::plain();
-    push(
-        &Pusher::new(&private),
-        "vendor/gpu",
-        K,
-        vec![mlx5_tree(K).layer()],
-    )
-    .await;
     let mut ctx = Context::new();
     // A kubeconfig that points nowhere: it must not be needed.
     ctx.env("KUBECONFIG", "/nonexistent/kubeconfig");
@@ -997,14 +997,7 @@ async fn module_images_through_the_clusters_mirrors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forbidden_secrets_and_config_maps_make_only_what_needs_them_unknown() {
     let w = World::start().await;
-    let private = TestRegistry::secure("vendor", "pw");
-    push(
-        &Pusher::new(&private),
-        "vendor/gpu",
-        "v1",
-        vec![mlx5_tree(K).layer()],
-    )
-    .await;
+    let private = private_registry("pw", "v1").await;
     push(&w.pusher(), "vendor/open", "v1", vec![mlx5_tree(K).layer()]).await;
     let mut secret_module = module_spec(&format!("{}/vendor/gpu:v1", private.addr), "mlx5_core");
     secret_module["imageRepoSecret"] = json!({"name": "pull"});

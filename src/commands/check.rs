@@ -16,7 +16,7 @@ use crate::output::{self, Term};
 use crate::registry::Transferred;
 use crate::registry::auth::AuthEntries;
 use crate::registry::cache::Cache;
-use crate::release::{self, Arch, ReleaseSpec, dtk};
+use crate::release::{Arch, dtk};
 
 use super::context::{self, PullSecret};
 
@@ -72,12 +72,8 @@ struct Targets {
 
 pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     // Everything the user typed is checked before anything is read.
-    let release_spec = args
-        .release
-        .as_deref()
-        .map(ReleaseSpec::parse)
-        .transpose()?;
-    let release_repo = release::parse_release_repo(Some(&args.release_repo.release_repo))?;
+    let (release_spec, release_repo) =
+        context::release_flags(args.release.as_deref(), &args.release_repo)?;
     for kernel in &args.kernel {
         kmm::validate_kernel(kernel)?;
     }

@@ -14,6 +14,16 @@ use crate::release::{self, Arch, DtkAnswer, Payload, ReleaseSpec};
 
 const PULL_SECRET_LABEL: &str = "the cluster pull secret openshift-config/pull-secret";
 
+/// `--release` and `--release-repo`, checked before anything is read.
+pub fn release_flags(
+    release: Option<&str>,
+    release_repo: &crate::cli::ReleaseRepoArgs,
+) -> Result<(Option<ReleaseSpec>, ImageRef)> {
+    let spec = release.map(ReleaseSpec::parse).transpose()?;
+    let repo = release::parse_release_repo(Some(&release_repo.release_repo))?;
+    Ok((spec, repo))
+}
+
 /// Where the cluster's pull secret goes among the local auth files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullSecret {

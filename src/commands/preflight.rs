@@ -13,18 +13,14 @@ use crate::output::ReportFormat;
 use crate::output::preflight::{Live, Report};
 use crate::output::{self, Term};
 use crate::registry::cache::Cache;
-use crate::release::{self, ReleaseSpec};
+use crate::release::ReleaseSpec;
 
 use super::context::{self, PullSecret};
 
 pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     // Everything the user typed is checked before the cluster is touched.
-    let release_spec = args
-        .release
-        .as_deref()
-        .map(ReleaseSpec::parse)
-        .transpose()?;
-    let release_repo = release::parse_release_repo(Some(&args.release_repo.release_repo))?;
+    let (release_spec, release_repo) =
+        context::release_flags(args.release.as_deref(), &args.release_repo)?;
     if let Some(kernel) = &args.kernel {
         kmm::validate_kernel(kernel)?;
     }

@@ -67,8 +67,8 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// One Module for one kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One Module for one kernel, as `-o json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
     pub namespace: String,
     pub name: String,
@@ -78,6 +78,7 @@ pub struct Row {
     pub verdict: Verdict,
     pub reason: String,
     /// KMM itself would refuse the Module (a regexp that does not compile, a bad template).
+    #[serde(skip)]
     pub invalid: bool,
 }
 

@@ -6,24 +6,13 @@ use serde::Serialize;
 use super::{ReportFormat, to_json, to_yaml};
 use crate::module::check::{Row, Summary, Verdict};
 
-/// One Module for one kernel, as `-o json` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModuleEntry {
-    pub namespace: String,
-    pub name: String,
-    pub kernel: String,
-    pub image: Option<String>,
-    pub verdict: Verdict,
-    pub reason: String,
-}
-
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
     pub kernels: Vec<String>,
     pub release_image: Option<String>,
     pub dtk_image: Option<String>,
-    pub modules: Vec<ModuleEntry>,
+    pub modules: Vec<Row>,
     pub summary: Summary,
 }
 
@@ -38,17 +27,7 @@ impl CheckReport {
             kernels,
             release_image,
             dtk_image,
-            modules: rows
-                .iter()
-                .map(|r| ModuleEntry {
-                    namespace: r.namespace.clone(),
-                    name: r.name.clone(),
-                    kernel: r.kernel.clone(),
-                    image: r.image.clone(),
-                    verdict: r.verdict,
-                    reason: r.reason.clone(),
-                })
-                .collect(),
+            modules: rows.to_vec(),
             summary: Summary::of(rows),
         }
     }
