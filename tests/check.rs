@@ -904,6 +904,15 @@ async fn every_exit_code_and_bad_input() {
         .expect_code(2)
         .expect_stderr("no Module named nope in any namespace");
     w.check(&[]).await.expect_code(2);
+    // A cluster without KMM: the environment, not the input.
+    let bare = ApiServer::start(Kmm::None).await;
+    let mut ctx = Context::new();
+    let kubeconfig = ctx.write(".kube/config", bare.kubeconfig());
+    ctx.env("KUBECONFIG", kubeconfig.display().to_string());
+    ctx.run(&["check", "--kernel", K])
+        .await
+        .expect_code(4)
+        .expect_stderr("KMM is not installed: the cluster has no Module resource");
     w.check(&["--kernel", K, "--release", "4.19.0"])
         .await
         .expect_code(2);

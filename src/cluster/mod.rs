@@ -564,10 +564,15 @@ impl Cluster {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
         };
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| self.error("list modules", e))?;
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(Error::KmmNotInstalled {
+                    looked_for: format!("no Module resource (modules.{GROUP})"),
+                });
+            }
+            Err(e) => return Err(self.error("list modules", e)),
+        };
         Ok(list
             .items
             .into_iter()

@@ -436,12 +436,42 @@ pub fn evaluate(wanted: &Wanted, tree: &Tree, indexes: &mut Indexes, image: &str
     Finding::Ready(found.join("; "))
 }
 
-/// For the scan: true once the image is known to be `Ready`, so that no more is read.
+/// For the scan: true once the image is known to be `Ready`, so that no more is read. Called
+/// after every entry recorded, so it only looks for the positive answer, cheaply: every name in
+/// `modules.dep.bin` (aliases wait for the end of the scan) and every file it names present.
 pub fn answered(wanted: &Wanted, tree: &Tree, indexes: &mut Indexes) -> bool {
-    // Cheap test first: nothing can be ready before the index is read.
-    if content(tree, &layers::join(&wanted.kernel_dir(), DEP_INDEX)).is_none() {
+    let kernel_dir = wanted.kernel_dir();
+    if content(tree, &layers::join(&kernel_dir, DEP_INDEX)).is_none() {
         return false;
     }
+    indexes.load(tree, &kernel_dir);
+    let Some(Ok(dep)) = &indexes.dep else {
+        return false;
+    };
+    for name in &wanted.modules {
+        let Some(line) = dep
+            .get(&moddep::module_key(name))
+            .and_then(|values| values.first())
+            .and_then(|v| moddep::parse_dep_line(v))
+        else {
+            return false;
+        };
+        for file in std::iter::once(&line.path).chain(&line.depends) {
+            let path = layers::join(&kernel_dir, file);
+            match resolve_in_copy(tree, &kernel_dir, &path) {
+                Ok((_, node)) if is_file(node) => {}
+                _ => return false,
+            }
+        }
+    }
+    if let Some(firmware) = &wanted.firmware
+        && !tree
+            .under(firmware)
+            .any(|(_, n)| matches!(n, Node::File { .. } | Node::HardLink(_) | Node::Symlink(_)))
+    {
+        return false;
+    }
+    // Everything is there: the full evaluation must agree before reading stops.
     matches!(evaluate(wanted, tree, indexes, ""), Finding::Ready(_))
 }
 
