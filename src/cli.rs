@@ -126,6 +126,9 @@ Examples:
   # Modules from files, no cluster needed (a driver vendor's CI)
   kubectl kmm check --kernel 5.14.0-570.19.1.el9_6.x86_64 -f module.yaml
 
+  # Which of the updates the cluster is offered can every Module take?
+  kubectl kmm check --updates
+
   # Two kernels, from stdin
   kubectl get modules -A -o yaml | kubectl kmm check -f - \\
       --kernel 5.14.0-570.19.1.el9_6.x86_64 --kernel 5.14.0-570.19.1.el9_6.x86_64+rt";
@@ -280,20 +283,27 @@ pub struct CheckArgs {
     #[arg(value_name = "MODULE")]
     pub modules: Vec<String>,
 
-    /// OpenShift version (4.19.0) or release pull spec: its driver-toolkit gives the kernel
+    /// OpenShift version (4.19.0) or release pull spec: the kernels of its driver-toolkits
+    /// (repeatable: one row per release)
     #[arg(
         long,
         value_name = "VERSION|PULLSPEC",
-        required_unless_present = "kernel",
+        required_unless_present_any = ["kernel", "updates"],
         conflicts_with = "kernel"
     )]
-    pub release: Option<String>,
+    pub release: Vec<String>,
+
+    /// Every update the cluster is offered (ClusterVersion availableUpdates and
+    /// conditionalUpdates), one row per release
+    #[arg(long, conflicts_with = "kernel")]
+    pub updates: bool,
 
     /// A kernel to check against, as `uname -r` prints it (repeatable; instead of --release)
     #[arg(long, value_name = "KVER")]
     pub kernel: Vec<String>,
 
-    /// Check the release's real-time kernel
+    /// Check the release's real-time kernel for every Module (default: the kernel each
+    /// Module's nodes boot)
     #[arg(long, conflicts_with = "kernel")]
     pub rt: bool,
 

@@ -1096,3 +1096,315 @@ async fn registry_tls_of_the_module_and_a_symlinked_dir_name() {
         "{run:?}"
     );
 }
+
+/// `--release`: each Module is checked against the kernels its own nodes will boot: real-time
+/// nodes the RT kernel, the others the standard one; a Module for no node gets the standard
+/// kernel and says so; `--rt` forces the RT kernel for all.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_module_is_checked_against_the_kernels_its_nodes_boot() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    c.api.add_node_with(
+        "rt-0",
+        "amd64",
+        "5.14.0-427.50.1.el9_4.x86_64+rt",
+        &[("feature.node.kubernetes.io/rt", "true")],
+    );
+    let kernel = c.kernel().to_string();
+    let rt = format!("{kernel}+rt");
+    let addr = c.registry.addr.clone();
+    let pusher = Pusher::new(&c.registry);
+    for (repo, tag, built_for) in [
+        ("vendor/all", kernel.clone(), kernel.clone()),
+        ("vendor/all", format!("{kernel}_rt"), rt.clone()),
+        ("vendor/rtonly", format!("{kernel}_rt"), rt.clone()),
+    ] {
+        push(&pusher, repo, &tag, vec![mlx5_tree(&built_for).layer()]).await;
+    }
+    let image = |repo: &str| format!("{addr}/{repo}:${{KERNEL_FULL_VERSION}}");
+    c.api
+        .add_module("nic", "all", module_spec(&image("vendor/all"), "mlx5_core"));
+    let mut rt_only = module_spec(&image("vendor/rtonly"), "mlx5_core");
+    rt_only["selector"] = json!({"feature.node.kubernetes.io/rt": "true"});
+    rt_only["moduleLoader"]["container"]["kernelMappings"] =
+        json!([{"regexp": "\\+rt$", "containerImage": image("vendor/rtonly")}]);
+    c.api.add_module("edge", "rt-only", rt_only);
+    let mut nobody = module_spec(&image("vendor/all"), "mlx5_core");
+    nobody["selector"] = json!({"feature.node.kubernetes.io/gpu": "true"});
+    c.api.add_module("gpu", "nobody", nobody);
+
+    let run = c
+        .plugin(&["check", "--release", VERSION, "-o", "json"])
+        .await
+        .expect_code(0);
+    let rows = rows(&run);
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    assert_eq!(row(&rows, "all", &kernel)["verdict"], "Ready");
+    assert_eq!(row(&rows, "all", &rt)["verdict"], "Ready");
+    // Only its RT nodes: no "mapping not found" for the standard kernel it never boots.
+    assert_eq!(row(&rows, "rt-only", &rt)["verdict"], "Ready");
+    assert!(
+        rows.iter()
+            .all(|r| !(r["name"] == "rt-only" && r["kernel"] == kernel.as_str()))
+    );
+    assert!(
+        row(&rows, "nobody", &kernel)["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with(
+                "(no linux/amd64 node matches its selector: checked against the standard kernel)"
+            ),
+        "{rows:#?}"
+    );
+    assert_eq!(run.json()["kernels"], json!([kernel, rt]));
+
+    let forced = c
+        .plugin(&["check", "--release", VERSION, "--rt", "-o", "json", "all"])
+        .await
+        .expect_code(0);
+    let forced_rows = rows_of(&forced);
+    assert_eq!(forced_rows.len(), 1);
+    assert_eq!(forced_rows[0]["kernel"], rt.as_str());
+}
+
+/// aarch64 64k-page nodes boot `<kernel>+64k`; RHEL CoreOS 10 nodes boot the kernel of the
+/// payload's driver-toolkit-10.
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_four_k_pages_and_the_rhel_10_stream() {
+    use support::fixtures::{KERNEL_10, push_release, push_two_stream_release};
+    // arm64: a normal and a 64k node.
+    let registry = TestRegistry::plain();
+    let pusher = Pusher::new(&registry);
+    let release = push_release(&pusher, &registry.addr, VERSION, "arm64").await;
+    let api = ApiServer::start(Kmm::Ocp24).await;
+    api.add_node("arm-0", "arm64");
+    api.add_node_with("arm-64k", "arm64", "5.14.0-427.50.1.el9_4.aarch64+64k", &[]);
+    let mut ctx = Context::new();
+    let kubeconfig = ctx.write(".kube/config", api.kubeconfig());
+    ctx.env("KUBECONFIG", kubeconfig.display().to_string());
+    ctx.env("KMM_RELEASE_REPO", format!("{}/ocp/release", registry.addr));
+    let k64 = format!("{}+64k", release.kernel);
+    let arm_image = |kernel: &str| Image {
+        flavor: Flavor::Docker,
+        goarch: "arm64",
+        layers: vec![images::layer(
+            mlx5_tree(kernel).layer(),
+            images::Compression::Gzip,
+            Flavor::Docker,
+        )],
+    };
+    pusher
+        .push_image(
+            "vendor/arm",
+            Some(&release.kernel),
+            &arm_image(&release.kernel),
+        )
+        .await;
+    pusher
+        .push_image(
+            "vendor/arm",
+            Some(&format!("{}_64k", release.kernel)),
+            &arm_image(&k64),
+        )
+        .await;
+    api.add_module(
+        "nic",
+        "arm",
+        module_spec(
+            &format!("{}/vendor/arm:${{KERNEL_FULL_VERSION}}", registry.addr),
+            "mlx5_core",
+        ),
+    );
+    let run = ctx
+        .run(&[
+            "check",
+            "--release",
+            VERSION,
+            "--insecure-registry",
+            &registry.addr,
+            "-o",
+            "json",
+        ])
+        .await
+        .expect_code(0);
+    let rows = rows(&run);
+    assert_eq!(
+        row(&rows, "arm", &release.kernel)["verdict"],
+        "Ready",
+        "{rows:#?}"
+    );
+    assert_eq!(row(&rows, "arm", &k64)["verdict"], "Ready", "{rows:#?}");
+
+    // RHEL 10: a payload with two driver-toolkits, a node on CoreOS 10.
+    let w = World::start().await;
+    let two = push_two_stream_release(&w.pusher(), &w.registry.addr, VERSION).await;
+    w.api.add_node_with(
+        "rhel10-0",
+        "amd64",
+        "6.12.0-40.el10.x86_64",
+        &[("os", "10")],
+    );
+    push(
+        &w.pusher(),
+        "vendor/m",
+        &two.kernel,
+        vec![mlx5_tree(&two.kernel).layer()],
+    )
+    .await;
+    push(
+        &w.pusher(),
+        "vendor/m",
+        KERNEL_10,
+        vec![mlx5_tree(KERNEL_10).layer()],
+    )
+    .await;
+    w.api.add_module(
+        "nic",
+        "m",
+        module_spec(
+            &format!("{}/vendor/m:${{KERNEL_FULL_VERSION}}", w.registry.addr),
+            "mlx5_core",
+        ),
+    );
+    let mut ten_only = module_spec(
+        &format!("{}/vendor/m:${{KERNEL_FULL_VERSION}}", w.registry.addr),
+        "mlx5_core",
+    );
+    ten_only["selector"] = json!({"os": "10"});
+    w.api.add_module("nic", "ten-only", ten_only);
+    let mut ctx = Context::new();
+    let kubeconfig = ctx.write(".kube/config", w.api.kubeconfig());
+    ctx.env("KUBECONFIG", kubeconfig.display().to_string());
+    ctx.env(
+        "KMM_RELEASE_REPO",
+        format!("{}/ocp/release", w.registry.addr),
+    );
+    let run = ctx
+        .run(&[
+            "check",
+            "--release",
+            VERSION,
+            "--insecure-registry",
+            &w.registry.addr,
+            "-o",
+            "json",
+        ])
+        .await
+        .expect_code(0);
+    let rows = rows_of(&run);
+    assert_eq!(
+        row(&rows, "m", &two.kernel)["verdict"],
+        "Ready",
+        "{rows:#?}"
+    );
+    assert_eq!(row(&rows, "m", KERNEL_10)["verdict"], "Ready", "{rows:#?}");
+    assert_eq!(rows.iter().filter(|r| r["name"] == "ten-only").count(), 1);
+    assert_eq!(row(&rows, "ten-only", KERNEL_10)["verdict"], "Ready");
+}
+
+/// `check --updates`: every release ClusterVersion offers, one row each, and the newest that
+/// every Module can take.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_update_matrix_names_the_newest_safe_release() {
+    use support::fixtures::push_release;
+    let w = World::start().await;
+    let pusher = w.pusher();
+    let mut entries = Vec::new();
+    for version in ["4.19.1", "4.19.2", "4.19.3"] {
+        let r = push_release(&pusher, &w.registry.addr, version, "amd64").await;
+        entries.push((version, r));
+    }
+    // The Module's image exists for 4.19.1's and 4.19.2's kernels, not for 4.19.3's.
+    for (_, r) in &entries[..2] {
+        push(
+            &pusher,
+            "vendor/mlx5",
+            &r.kernel,
+            vec![mlx5_tree(&r.kernel).layer()],
+        )
+        .await;
+    }
+    w.api.add_module(
+        "nic",
+        "mlx5",
+        module_spec(
+            &format!("{}/vendor/mlx5:${{KERNEL_FULL_VERSION}}", w.registry.addr),
+            "mlx5_core",
+        ),
+    );
+    let release =
+        |i: usize| json!({"version": entries[i].0, "image": entries[i].1.release.reference});
+    w.api.put(
+        "config.openshift.io",
+        "ClusterVersion",
+        json!({"metadata": {"name": "version"}, "spec": {"channel": "stable-4.19"},
+               "status": {"desired": {"version": "4.19.0", "image": "quay.io/x/y@sha256:0000000000000000000000000000000000000000000000000000000000000000"},
+                          "availableUpdates": [release(0)],
+                          "conditionalUpdates": [
+                              {"release": release(1), "risks": [{"name": "DualStackNeedsController", "message": "m", "url": "https://example.com/risk", "matchingRules": []}]},
+                              {"release": release(2), "risks": []}]}}),
+    );
+    let run = w.check(&["--updates"]).await.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines[0].starts_with("VERSION  KERNELS"), "{}", run.stdout);
+    assert!(
+        lines[1].starts_with("4.19.3")
+            && lines[1].contains("0/1")
+            && lines[1].ends_with("nic/mlx5 (Failed)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[2].starts_with("4.19.2")
+            && lines[2].contains("DualStackNeedsController")
+            && lines[2].contains("1/1"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[3].starts_with("4.19.1") && lines[3].contains("1/1"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(lines[4], "Newest release safe for every Module: 4.19.2");
+
+    let json = w
+        .check(&["--updates", "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(json["newestSafe"], "4.19.2");
+    let releases = json["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 3);
+    assert_eq!(releases[0]["safe"], false);
+    assert_eq!(releases[0]["modules"][0]["verdict"], "Failed");
+    assert_eq!(releases[1]["risks"], json!(["DualStackNeedsController"]));
+    for key in ["kernels", "releaseImage", "dtkImage", "modules", "summary"] {
+        assert!(releases[1].get(key).is_some(), "{key} in {:#}", releases[1]);
+    }
+
+    // An explicit list: only the unsafe one.
+    w.check(&[
+        "--release",
+        "4.19.3",
+        "--release",
+        "4.19.3-x86_64-nope",
+        "-o",
+        "json",
+    ])
+    .await
+    .expect_code(2);
+    let run = w
+        .ctx
+        .run(&[
+            "check",
+            "--release",
+            &entries[2].1.release.reference,
+            "--release",
+            &entries[2].1.release.reference,
+            "--insecure-registry",
+            &w.registry.addr,
+        ])
+        .await
+        .expect_code(1);
+    run.expect_stdout("No listed release is safe for every Module.");
+}

@@ -12,7 +12,7 @@ use support::proxy::{Fault, FaultProxy};
 use support::registry::TestRegistry;
 use support::{Context, auth_file};
 
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "releaseImage",
     "releaseDigest",
     "releaseVersion",
@@ -21,6 +21,7 @@ const KEYS: [&str; 8] = [
     "kernelVersion",
     "rtKernelVersion",
     "rhelVersion",
+    "streams",
 ];
 
 fn dtk_args<'a>(release: &'a str, registry: &'a str) -> Vec<&'a str> {
@@ -1131,4 +1132,39 @@ async fn a_tampered_layer_is_refused() {
         run.stderr
     );
     assert!(!run.stdout.contains("570.66.6"));
+}
+
+/// 5.x payloads carry a RHEL 10 driver-toolkit beside the RHEL 9 one: both are reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_driver_toolkit_streams_of_a_payload() {
+    use support::fixtures::{KERNEL_10, push_two_stream_release};
+    let registry = TestRegistry::plain();
+    let two = push_two_stream_release(&Pusher::new(&registry), &registry.addr, "5.0.0").await;
+    let ctx = Context::new();
+    let args = [
+        "dtk",
+        "--release",
+        &two.release.reference,
+        "--insecure-registry",
+        &registry.addr,
+    ];
+    let json = ctx
+        .run(&[&args[..], &["-o", "json"]].concat())
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        json["kernelVersion"],
+        two.kernel.as_str(),
+        "the RHEL 9 answer stays"
+    );
+    let streams = json["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    assert_eq!(streams[0]["rhelVersion"], "9.6");
+    assert_eq!(streams[1]["kernelVersion"], KERNEL_10);
+    assert_eq!(streams[1]["rtKernelVersion"], format!("{KERNEL_10}+rt"));
+    assert_eq!(streams[1]["rhelVersion"], "10.0");
+    let text = ctx.run(&args).await.expect_code(0);
+    text.expect_stdout(&format!("  Kernel         {KERNEL_10}"));
+    text.expect_stdout("DTK (RHEL 10.0) ");
 }

@@ -25,6 +25,55 @@ fn text(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_string()
 }
 
+fn risks_of(update: &Value) -> Vec<Risk> {
+    update["risks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| Risk {
+            name: text(r, "name"),
+            message: text(r, "message"),
+            url: text(r, "url"),
+        })
+        .collect()
+}
+
+/// An update the cluster is offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offered {
+    pub version: String,
+    /// Digest-pinned pull spec.
+    pub image: String,
+    /// Empty for `availableUpdates`.
+    pub risks: Vec<Risk>,
+}
+
+/// Every update ClusterVersion offers: `availableUpdates`, then `conditionalUpdates`.
+pub fn offered(cluster_version: &Value) -> Vec<Offered> {
+    let status = &cluster_version["status"];
+    let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+    let mut offered: Vec<Offered> = Vec::new();
+    let mut add = |release: &Value, risks: Vec<Risk>| {
+        let version = text(release, "version");
+        let image = text(release, "image");
+        if !version.is_empty() && !image.is_empty() && !offered.iter().any(|o| o.version == version)
+        {
+            offered.push(Offered {
+                version,
+                image,
+                risks,
+            });
+        }
+    };
+    for release in list("availableUpdates") {
+        add(&release, Vec::new());
+    }
+    for update in list("conditionalUpdates") {
+        add(&update["release"], risks_of(&update));
+    }
+    offered
+}
+
 /// `version` in ClusterVersion's status, in the order oc and the CVO consult it.
 pub fn find_release(cluster_version: &Value, version: &str) -> Option<ClusterRelease> {
     let status = &cluster_version["status"];
@@ -48,17 +97,11 @@ pub fn find_release(cluster_version: &Value, version: &str) -> Option<ClusterRel
         .iter()
         .find(|u| is(&u["release"]))
     {
-        let risks = update["risks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| Risk {
-                name: text(r, "name"),
-                message: text(r, "message"),
-                url: text(r, "url"),
-            })
-            .collect();
-        return Some(found(&update["release"], "conditionalUpdates", risks));
+        return Some(found(
+            &update["release"],
+            "conditionalUpdates",
+            risks_of(update),
+        ));
     }
     list("history")
         .iter()
@@ -91,5 +134,15 @@ mod tests {
         assert_eq!(find_release(&cv, "4.17.9").unwrap().found_in, "history");
         assert_eq!(find_release(&cv, "4.20.0"), None);
         assert_eq!(find_release(&json!({}), "4.19.0"), None);
+        let offered = offered(&cv);
+        assert_eq!(
+            offered
+                .iter()
+                .map(|o| o.version.as_str())
+                .collect::<Vec<_>>(),
+            ["4.19.0", "4.19.1"]
+        );
+        assert_eq!(offered[1].risks[0].name, "SomeRisk");
+        assert!(offered[0].risks.is_empty());
     }
 }

@@ -15,6 +15,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
 use crate::error::{Error, Result, chain};
+use crate::module::kernels::NodeInfo;
 use crate::registry::auth::{AuthEntries, parse_auth_file};
 use crate::registry::looks_like_tls;
 use crate::registry::mirrors::{self, MirrorSet};
@@ -327,25 +328,33 @@ impl Cluster {
         })
     }
 
-    /// `kubernetes.io/arch` of every node; None when nodes may not be listed.
-    pub async fn node_architectures(&self) -> Result<Option<Vec<String>>> {
+    /// Every node's labels, kernel, OS image and architecture; None when nodes may not be listed.
+    pub async fn nodes(&self) -> Result<Option<Vec<NodeInfo>>> {
         use k8s_openapi::api::core::v1::Node;
         let api: Api<Node> = Api::all(self.client.clone());
         match api.list(&ListParams::default()).await {
             Ok(list) => Ok(Some(
                 list.items
-                    .iter()
-                    .filter_map(|n| {
-                        n.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get("kubernetes.io/arch").cloned())
-                            .or_else(|| {
-                                n.status
-                                    .as_ref()
-                                    .and_then(|s| s.node_info.as_ref())
-                                    .map(|i| i.architecture.clone())
-                            })
+                    .into_iter()
+                    .map(|n| {
+                        let labels: BTreeMap<String, String> =
+                            n.metadata.labels.unwrap_or_default();
+                        let info = n.status.and_then(|s| s.node_info);
+                        let goarch = labels
+                            .get("kubernetes.io/arch")
+                            .cloned()
+                            .or_else(|| info.as_ref().map(|i| i.architecture.clone()))
+                            .unwrap_or_default();
+                        NodeInfo {
+                            name: n.metadata.name.unwrap_or_default(),
+                            kernel: info
+                                .as_ref()
+                                .map(|i| i.kernel_version.clone())
+                                .unwrap_or_default(),
+                            os_image: info.map(|i| i.os_image).unwrap_or_default(),
+                            labels,
+                            goarch,
+                        }
                     })
                     .collect(),
             )),

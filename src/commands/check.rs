@@ -6,17 +6,21 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::cli::CheckArgs;
-use crate::cluster::{Cluster, kmm};
+use crate::cluster::{Cluster, clusterversion, kmm};
 use crate::error::{Error, ExitStatus, Result};
-use crate::module::check::{Checker, Inspected, Lookup, ObjectKind, Objects, Row, Target, Verdict};
+use crate::module::check::{
+    Checker, Inspected, Job, Lookup, ObjectKind, Objects, Row, Target, Verdict,
+};
+use crate::module::kernels::NodeInfo;
 use crate::module::source::{self, SecretData};
 use crate::module::spec::Module;
-use crate::output::check::CheckReport;
+use crate::output::check::{CheckReport, Matrix, ReleaseEntry};
 use crate::output::{self, Term};
-use crate::registry::Transferred;
 use crate::registry::auth::AuthEntries;
 use crate::registry::cache::Cache;
-use crate::release::{Arch, dtk};
+use crate::registry::reference::ImageRef;
+use crate::registry::{Registry, Transferred};
+use crate::release::{Arch, DtkAnswer, ReleaseSpec, dtk};
 
 use super::context::{self, PullSecret};
 
@@ -63,17 +67,62 @@ impl Objects for ClusterObjects {
     }
 }
 
-/// What to check against: the kernels, and the release they came from.
-struct Targets {
-    targets: Vec<Target>,
-    release_image: Option<String>,
-    dtk_image: Option<String>,
+/// One release to check: how it was named, where its image is, and the risks the cluster knows.
+struct Listed {
+    spec: ReleaseSpec,
+    risks: Vec<String>,
+}
+
+/// Everything a check needs that does not depend on the target: the cluster (or files), the
+/// registry, the nodes, the Modules, and the checker over them. `preflight` builds the same.
+pub struct Setup {
+    pub cluster: Option<Arc<Cluster>>,
+    pub registry: Registry,
+    pub cache: Cache,
+    pub nodes: Option<Vec<NodeInfo>>,
+    pub modules: Vec<Module>,
+    pub checker: Arc<Checker>,
+}
+
+impl Setup {
+    /// The checker over `objects`, telling `-v` what it finds worth saying.
+    pub fn checker(
+        registry: &Registry,
+        cache: &Cache,
+        objects: Arc<dyn Objects>,
+        term: &Term,
+    ) -> Arc<Checker> {
+        let notifier = {
+            let term = term.clone();
+            Arc::new(move |line: String| term.info(&line))
+        };
+        Arc::new(Checker::new(
+            registry.clone(),
+            cache.clone(),
+            objects,
+            notifier,
+        ))
+    }
+
+    /// Secrets and ConfigMaps from the cluster.
+    pub fn cluster_objects(cluster: Arc<Cluster>) -> Arc<dyn Objects> {
+        Arc::new(ClusterObjects(cluster))
+    }
 }
 
 pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     // Everything the user typed is checked before anything is read.
-    let (release_spec, release_repo) =
-        context::release_flags(args.release.as_deref(), &args.release_repo)?;
+    let mut listed = Vec::new();
+    for release in &args.release {
+        let (spec, _) = context::release_flags(Some(release), &args.release_repo)?;
+        if let Some(spec) = spec {
+            listed.push(Listed {
+                spec,
+                risks: Vec::new(),
+            });
+        }
+    }
+    let (_, release_repo) = context::release_flags(None, &args.release_repo)?;
     for kernel in &args.kernel {
         kmm::validate_kernel(kernel)?;
     }
@@ -97,6 +146,12 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         }
         Some(loaded)
     };
+    if args.updates && loaded.is_some() {
+        return Err(Error::invalid(
+            "--updates reads the cluster's ClusterVersion, and -f means no cluster",
+            "list the releases with --release instead",
+        ));
+    }
 
     // With files no cluster is needed, or contacted.
     let cluster = match &loaded {
@@ -108,67 +163,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     let cluster_ref = cluster.as_deref();
     let registry = context::registry(cluster_ref, &args.registry, PullSecret::First, term).await?;
     let cache = Cache::new(args.registry.no_cache);
-
-    let targets = match &release_spec {
-        Some(spec) => {
-            let answer = context::resolve_release(
-                cluster_ref,
-                &registry,
-                &cache,
-                spec,
-                &release_repo,
-                args.arch,
-                term,
-            )
-            .await?;
-            let kernel = if args.rt {
-                context::rt_kernel(&answer)?
-            } else {
-                answer.kernel_version.clone()
-            };
-            let goarch = Arch::from_rpm(&answer.architecture)
-                .unwrap_or(Arch::X86_64)
-                .goarch()
-                .to_string();
-            Targets {
-                targets: vec![Target { kernel, goarch }],
-                release_image: Some(answer.release_image),
-                dtk_image: Some(answer.dtk_image),
-            }
-        }
-        None => {
-            // The nodes' architecture: `--arch`, else the kernel's own name (`….x86_64`), else
-            // the cluster's nodes (asked once), else x86_64.
-            let mut targets = Vec::new();
-            let mut nodes_arch = None;
-            for kernel in &args.kernel {
-                let kernel = kernel.trim().to_string();
-                if targets.iter().any(|t: &Target| t.kernel == kernel) {
-                    continue;
-                }
-                let named = args
-                    .arch
-                    .or_else(|| dtk::kernel_arch(&kernel).and_then(Arch::from_rpm));
-                let arch = match (named, nodes_arch) {
-                    (Some(arch), _) | (None, Some(arch)) => arch,
-                    (None, None) => {
-                        let arch = context::payload(cluster_ref, None, term).await?.1;
-                        nodes_arch = Some(arch);
-                        arch
-                    }
-                };
-                targets.push(Target {
-                    kernel,
-                    goarch: arch.goarch().to_string(),
-                });
-            }
-            Targets {
-                targets,
-                release_image: None,
-                dtk_image: None,
-            }
-        }
-    };
+    let nodes = context::nodes(cluster_ref, term).await?;
 
     let values = match (&loaded, cluster_ref) {
         (Some(loaded), _) => loaded.modules.clone(),
@@ -176,33 +171,224 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         (None, None) => Vec::new(),
     };
     let modules = select_modules(&values, &args, loaded.is_some(), term)?;
-
-    let objects: Arc<dyn Objects> = match (loaded, cluster) {
+    let objects: Arc<dyn Objects> = match (loaded, &cluster) {
         (Some(loaded), _) => Arc::new(loaded),
-        (None, Some(cluster)) => Arc::new(ClusterObjects(cluster)),
+        (None, Some(cluster)) => Setup::cluster_objects(cluster.clone()),
         (None, None) => Arc::new(source::Loaded::default()),
     };
-    let notifier = {
-        let term = term.clone();
-        Arc::new(move |line: String| term.info(&line))
+    let checker = Setup::checker(&registry, &cache, objects, term);
+    let setup = Setup {
+        cluster,
+        registry,
+        cache,
+        nodes,
+        modules,
+        checker,
     };
-    let checker = Checker::new(registry.clone(), cache, objects, notifier);
-    let before = registry.transferred();
-    let rows = checker.check(&modules, &targets.targets).await;
+
+    if args.updates {
+        listed.extend(offered_updates(&setup, term).await?);
+    }
+    if args.updates || listed.len() > 1 {
+        return matrix(&setup, &args, listed, &release_repo, term).await;
+    }
+
+    let before = setup.registry.transferred();
+    let report = match listed.into_iter().next() {
+        Some(release) => {
+            let answer = context::resolve_release(
+                setup.cluster.as_deref(),
+                setup.nodes.as_deref(),
+                &setup.registry,
+                &setup.cache,
+                &release.spec,
+                &release_repo,
+                args.arch,
+                term,
+            )
+            .await?;
+            release_report(&setup, &answer, args.rt).await
+        }
+        None => {
+            let targets = kernel_targets(&args, setup.nodes.as_deref(), term);
+            let rows = setup.checker.check(&setup.modules, &targets).await;
+            CheckReport::new(
+                targets.iter().map(|t| t.kernel.clone()).collect(),
+                None,
+                None,
+                &rows,
+            )
+        }
+    };
     report_transfer(
         term,
-        registry.transferred().since(before),
-        checker.inspected(),
-    );
-
-    let report = CheckReport::new(
-        targets.targets.iter().map(|t| t.kernel.clone()).collect(),
-        targets.release_image,
-        targets.dtk_image,
-        &rows,
+        setup.registry.transferred().since(before),
+        setup.checker.inspected(),
     );
     output::stdout(&report.render(args.output, term.stdout_color()));
-    Ok(exit_status(&rows))
+    Ok(exit_status(&report.modules))
+}
+
+/// `--kernel`: each kernel once, for the nodes' architecture (`--arch`, else the kernel's own
+/// name `….x86_64`, else the cluster's nodes, else x86_64).
+fn kernel_targets(args: &CheckArgs, nodes: Option<&[NodeInfo]>, term: &Term) -> Vec<Target> {
+    let mut targets: Vec<Target> = Vec::new();
+    let mut nodes_arch = None;
+    for kernel in &args.kernel {
+        let kernel = kernel.trim().to_string();
+        if targets.iter().any(|t| t.kernel == kernel) {
+            continue;
+        }
+        let named = args
+            .arch
+            .or_else(|| dtk::kernel_arch(&kernel).and_then(Arch::from_rpm));
+        let arch = match (named, nodes_arch) {
+            (Some(arch), _) | (None, Some(arch)) => arch,
+            (None, None) => {
+                let arch = context::payload(nodes, None, term).1;
+                nodes_arch = Some(arch);
+                arch
+            }
+        };
+        targets.push(Target {
+            kernel,
+            goarch: arch.goarch().to_string(),
+        });
+    }
+    targets
+}
+
+/// Every Module against the kernels its nodes will boot in `answer`'s release.
+pub async fn release_report(setup: &Setup, answer: &DtkAnswer, force_rt: bool) -> CheckReport {
+    let goarch = Arch::from_rpm(&answer.architecture)
+        .unwrap_or(Arch::X86_64)
+        .goarch();
+    let jobs = Job::for_release(
+        &setup.modules,
+        setup.nodes.as_deref(),
+        &answer.streams,
+        goarch,
+        force_rt,
+    );
+    let rows = setup.checker.check_jobs(&jobs).await;
+    // The standard kernel sorts before its `+rt` and `+64k` variants.
+    let mut kernels: Vec<String> = jobs.iter().map(|j| j.target.kernel.clone()).collect();
+    kernels.sort();
+    kernels.dedup();
+    if kernels.is_empty() {
+        kernels.push(answer.kernel_version.clone());
+    }
+    CheckReport::new(
+        kernels,
+        Some(answer.release_image.clone()),
+        Some(answer.dtk_image.clone()),
+        &rows,
+    )
+}
+
+/// The updates ClusterVersion offers: `availableUpdates`, then `conditionalUpdates` with their
+/// risks, by digest.
+async fn offered_updates(setup: &Setup, term: &Term) -> Result<Vec<Listed>> {
+    let Some(cluster) = setup.cluster.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let cluster_version = cluster.cluster_version().await.map_err(|reason| {
+        Error::invalid(
+            format!("--updates needs the cluster's ClusterVersion: {reason}"),
+            "list the releases with --release instead",
+        )
+    })?;
+    let mut listed = Vec::new();
+    for update in clusterversion::offered(&cluster_version) {
+        match update.image.parse() {
+            Ok(image) => listed.push(Listed {
+                spec: ReleaseSpec::PullSpec(image),
+                risks: update.risks.iter().map(|r| r.name.clone()).collect(),
+            }),
+            Err(e) => term.warn(&format!(
+                "ClusterVersion offers {} with an unusable image {e}; skipping it",
+                update.version
+            )),
+        }
+    }
+    if listed.is_empty() {
+        term.say("the cluster is offered no updates (ClusterVersion availableUpdates and conditionalUpdates are empty)");
+    }
+    Ok(listed)
+}
+
+/// Several releases: each resolved (concurrently), every Module checked against what its nodes
+/// will boot in each, one row per release and the newest that is safe for every Module.
+async fn matrix(
+    setup: &Setup,
+    args: &CheckArgs,
+    listed: Vec<Listed>,
+    release_repo: &ImageRef,
+    term: &Term,
+) -> Result<ExitStatus> {
+    if listed.is_empty() {
+        return Err(Error::invalid(
+            "no release to check",
+            "pass --release VERSION (repeatable), or use --updates on a cluster that is offered updates",
+        ));
+    }
+    let before = setup.registry.transferred();
+    let resolved = futures::future::join_all(listed.iter().map(|release| {
+        context::resolve_release(
+            setup.cluster.as_deref(),
+            setup.nodes.as_deref(),
+            &setup.registry,
+            &setup.cache,
+            &release.spec,
+            release_repo,
+            args.arch,
+            term,
+        )
+    }))
+    .await;
+    let mut releases = Vec::new();
+    for (release, answer) in listed.iter().zip(resolved) {
+        let label = match &release.spec {
+            ReleaseSpec::Version(v) => v.clone(),
+            ReleaseSpec::PullSpec(image) => image.to_string(),
+        };
+        releases.push(match answer {
+            Ok(answer) => {
+                let report = release_report(setup, &answer, args.rt).await;
+                ReleaseEntry::checked(
+                    answer.release_version.clone(),
+                    release.risks.clone(),
+                    report,
+                )
+            }
+            Err(e) => ReleaseEntry::unresolved(label, release.risks.clone(), &e),
+        });
+    }
+    report_transfer(
+        term,
+        setup.registry.transferred().since(before),
+        setup.checker.inspected(),
+    );
+    let matrix = Matrix::new(releases);
+    output::stdout(&matrix.render(args.output));
+    Ok(if matrix.newest_safe.is_some() {
+        ExitStatus::Success
+    } else if matrix
+        .releases
+        .iter()
+        .any(|r| r.modules.iter().any(|m| m.invalid))
+    {
+        ExitStatus::BadInput
+    } else if matrix
+        .releases
+        .iter()
+        .any(|r| r.error.is_some() || r.summary.unknown > 0)
+        && matrix.releases.iter().all(|r| r.summary.failed == 0)
+    {
+        ExitStatus::Environment
+    } else {
+        ExitStatus::VerificationFailed
+    })
 }
 
 /// The Modules to check: by namespace and name, not being deleted, with a module loader.

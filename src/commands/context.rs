@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::cli::RegistryArgs;
 use crate::cluster::{Cluster, clusterversion};
 use crate::error::{Error, Result};
+use crate::module::kernels::NodeInfo;
 use crate::output::{self, Term};
 use crate::registry::Registry;
 use crate::registry::cache::Cache;
@@ -88,41 +89,46 @@ fn describe_arches(arches: &[String]) -> String {
         .join(", ")
 }
 
-/// The payload to read and the architecture of the driver-toolkit: `--arch`, else the nodes'.
-pub async fn payload(
-    cluster: Option<&Cluster>,
-    arch: Option<Arch>,
-    term: &Term,
-) -> Result<(Payload, Arch)> {
-    if let Some(arch) = arch {
-        return Ok((Payload::Single(arch), arch));
-    }
+/// The cluster's nodes: None without a cluster, or when they may not be listed (said so).
+pub async fn nodes(cluster: Option<&Cluster>, term: &Term) -> Result<Option<Vec<NodeInfo>>> {
     let Some(cluster) = cluster else {
-        return Ok((Payload::Single(Arch::X86_64), Arch::X86_64));
+        return Ok(None);
     };
-    Ok(match cluster.node_architectures().await? {
-        Some(arches) => match release::payload_for_nodes(&arches) {
-            Some((payload, platform)) => {
-                let payload_name = match payload {
-                    Payload::Multi => format!("multi payload (driver-toolkit for {platform})"),
-                    Payload::Single(a) => format!("{a} payload"),
-                };
-                term.info(&format!(
-                    "nodes: {}; using the {payload_name}",
-                    describe_arches(&arches)
-                ));
-                (payload, platform)
-            }
-            None => {
-                term.warn("no node reports a known architecture; assuming x86_64 (pass --arch)");
-                (Payload::Single(Arch::X86_64), Arch::X86_64)
-            }
-        },
+    let nodes = cluster.nodes().await?;
+    if nodes.is_none() {
+        term.warn(
+            "listing nodes is forbidden; assuming x86_64 nodes of the standard kernel (pass --arch)",
+        );
+    }
+    Ok(nodes)
+}
+
+/// The payload to read and the architecture of the driver-toolkit: `--arch`, else the nodes'.
+pub fn payload(nodes: Option<&[NodeInfo]>, arch: Option<Arch>, term: &Term) -> (Payload, Arch) {
+    if let Some(arch) = arch {
+        return (Payload::Single(arch), arch);
+    }
+    let Some(nodes) = nodes else {
+        return (Payload::Single(Arch::X86_64), Arch::X86_64);
+    };
+    let arches: Vec<String> = nodes.iter().map(|n| n.goarch.clone()).collect();
+    match release::payload_for_nodes(&arches) {
+        Some((payload, platform)) => {
+            let payload_name = match payload {
+                Payload::Multi => format!("multi payload (driver-toolkit for {platform})"),
+                Payload::Single(a) => format!("{a} payload"),
+            };
+            term.info(&format!(
+                "nodes: {}; using the {payload_name}",
+                describe_arches(&arches)
+            ));
+            (payload, platform)
+        }
         None => {
-            term.warn("listing nodes is forbidden; assuming x86_64 (pass --arch)");
+            term.warn("no node reports a known architecture; assuming x86_64 (pass --arch)");
             (Payload::Single(Arch::X86_64), Arch::X86_64)
         }
-    })
+    }
 }
 
 /// The image the cluster itself would upgrade to, when its ClusterVersion lists the version
@@ -177,8 +183,10 @@ async fn release_image(
 
 /// Release → DTK → kernel, as the cluster would find the release (ClusterVersion digests,
 /// mirrors, pull secret). Says which release image was read.
+#[allow(clippy::too_many_arguments)]
 pub async fn resolve_release(
     cluster: Option<&Cluster>,
+    nodes: Option<&[NodeInfo]>,
     registry: &Registry,
     cache: &Cache,
     spec: &ReleaseSpec,
@@ -186,7 +194,7 @@ pub async fn resolve_release(
     arch: Option<Arch>,
     term: &Term,
 ) -> Result<DtkAnswer> {
-    let (payload, platform) = payload(cluster, arch, term).await?;
+    let (payload, platform) = payload(nodes, arch, term);
     let image = release_image(cluster, spec, release_repo, payload, term).await;
     term.info(&format!("reading release {image}"));
     let (answer, resolution) = release::resolve(registry, cache, &image, platform).await?;

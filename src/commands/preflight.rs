@@ -129,8 +129,10 @@ async fn resolve_release(
 ) -> Result<(Inputs, String)> {
     let registry = context::registry(Some(cluster), &args.registry, PullSecret::Last, term).await?;
     let cache = Cache::new(args.registry.no_cache);
+    let nodes = context::nodes(Some(cluster), term).await?;
     let answer = context::resolve_release(
         Some(cluster),
+        nodes.as_deref(),
         &registry,
         &cache,
         spec,

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use super::kernels::{self, Boot, NodeInfo, Variant};
 use super::layout::{self, Finding, Indexes, Wanted};
 use super::mapping::{self, Resolved};
 use super::spec::{Module, Tls};
@@ -22,8 +23,11 @@ use crate::registry::cache::Cache;
 use crate::registry::files;
 use crate::registry::manifest::{self, Manifest};
 use crate::registry::reference::ImageRef;
+use crate::release::DtkStream;
 
 const CACHE_NAMESPACE: &str = "kmod-v1";
+/// How a missing image without build or sign ends in KMM ≥ 2.4 (kmm-api.md §4.2).
+const WAITS_FOREVER: &str = "KMM 2.4+ would wait for it forever";
 const ROLE: &str = "kmod image";
 /// Image checks under way at once.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -80,6 +84,9 @@ pub struct Row {
     /// KMM itself would refuse the Module (a regexp that does not compile, a bad template).
     #[serde(skip)]
     pub invalid: bool,
+    /// The image does not exist and nothing would build or sign it: KMM ≥ 2.4 never finishes.
+    #[serde(skip)]
+    pub waits_forever: bool,
 }
 
 /// A kernel to check, and the architecture of the nodes that boot it (`amd64`, `arm64`, …).
@@ -87,6 +94,81 @@ pub struct Row {
 pub struct Target {
     pub kernel: String,
     pub goarch: String,
+}
+
+/// One Module against one kernel, and what is worth saying about why that kernel.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    pub module: &'a Module,
+    pub target: Target,
+    pub note: Option<String>,
+}
+
+impl<'a> Job<'a> {
+    /// Every Module against every target (`--kernel`).
+    pub fn all(modules: &'a [Module], targets: &[Target]) -> Vec<Job<'a>> {
+        modules
+            .iter()
+            .flat_map(|module| {
+                targets.iter().map(move |target| Job {
+                    module,
+                    target: target.clone(),
+                    note: None,
+                })
+            })
+            .collect()
+    }
+
+    /// Every Module against the kernels of a release its nodes will boot (`--release`): the
+    /// flavour of each selected node decides, `force_rt` makes it real-time for all. Without
+    /// nodes (files, or nodes not readable) every Module gets the standard (or RT) kernel.
+    pub fn for_release(
+        modules: &'a [Module],
+        nodes: Option<&[NodeInfo]>,
+        streams: &[DtkStream],
+        goarch: &str,
+        force_rt: bool,
+    ) -> Vec<Job<'a>> {
+        let mut jobs = Vec::new();
+        for module in modules {
+            let planned = match nodes {
+                Some(nodes) => {
+                    kernels::for_module(&module.spec.selector, nodes, streams, goarch, force_rt)
+                }
+                None => {
+                    let boot = Boot {
+                        variant: if force_rt {
+                            Variant::RealTime
+                        } else {
+                            Variant::Standard
+                        },
+                        ..Boot::STANDARD
+                    };
+                    match kernels::kernel_of(boot, streams) {
+                        Ok(kernel) => kernels::ModuleKernels {
+                            kernels: vec![(boot, kernel)],
+                            note: None,
+                        },
+                        Err(reason) => kernels::ModuleKernels {
+                            kernels: Vec::new(),
+                            note: Some(reason),
+                        },
+                    }
+                }
+            };
+            for (_, kernel) in planned.kernels {
+                jobs.push(Job {
+                    module,
+                    target: Target {
+                        kernel,
+                        goarch: goarch.to_string(),
+                    },
+                    note: planned.note.clone(),
+                });
+            }
+        }
+        jobs
+    }
 }
 
 /// What a lookup of a Secret or ConfigMap found.
@@ -232,14 +314,20 @@ impl Checker {
 
     /// Check every Module for every target, concurrently; rows in Module, then target order.
     pub async fn check(&self, modules: &[Module], targets: &[Target]) -> Vec<Row> {
-        let jobs: Vec<(usize, &Module, &Target)> = modules
-            .iter()
-            .flat_map(|m| targets.iter().map(move |t| (m, t)))
-            .enumerate()
-            .map(|(i, (m, t))| (i, m, t))
-            .collect();
-        let mut rows: Vec<(usize, Row)> = futures::stream::iter(jobs)
-            .map(|(i, module, target)| async move { (i, self.check_one(module, target).await) })
+        self.check_jobs(&Job::all(modules, targets)).await
+    }
+
+    /// Check the jobs concurrently (bounded); rows in the jobs' order, each job's note after its
+    /// reason.
+    pub async fn check_jobs(&self, jobs: &[Job<'_>]) -> Vec<Row> {
+        let mut rows: Vec<(usize, Row)> = futures::stream::iter(jobs.iter().enumerate())
+            .map(|(i, job)| async move {
+                let mut row = self.check_one(job.module, &job.target).await;
+                if let Some(note) = &job.note {
+                    row.reason = format!("{} ({note})", row.reason);
+                }
+                (i, row)
+            })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
@@ -256,6 +344,7 @@ impl Checker {
             verdict: Verdict::Unknown,
             reason: String::new(),
             invalid: false,
+            waits_forever: false,
         };
         let Some(container) = module.container() else {
             row.reason = "the Module has no moduleLoader: nothing is loaded".into();
@@ -312,6 +401,7 @@ impl Checker {
         let (verdict, reason) = self
             .decide(module, &resolved, &wanted, &target.goarch, &access)
             .await;
+        row.waits_forever = verdict == Verdict::Failed && reason.ends_with(WAITS_FOREVER);
         row.verdict = verdict;
         row.reason = reason;
         row
@@ -543,8 +633,8 @@ impl Checker {
         (
             Verdict::Failed,
             format!(
-                "image {image} does not exist and the Module has no build or sign for this kernel: \
-                 KMM 2.4+ would wait for it forever"
+                "image {image} does not exist and the Module has no build or sign for this \
+                 kernel: {WAITS_FOREVER}"
             ),
         )
     }
@@ -822,6 +912,7 @@ mod tests {
             verdict,
             reason: String::new(),
             invalid: false,
+            waits_forever: false,
         };
         let summary = Summary::of(&[
             row(Verdict::Ready),

@@ -115,6 +115,152 @@ impl CheckReport {
     }
 }
 
+/// Order of OpenShift versions: numeric parts, a release after its pre-releases
+/// (`4.20.0-rc.2` < `4.20.0` < `4.20.1` < `4.20.10`).
+pub fn version_key(version: &str) -> (Vec<u64>, bool, String) {
+    let (core, pre) = match version.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (version, None),
+    };
+    let numbers = core.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    (numbers, pre.is_none(), pre.unwrap_or_default().to_string())
+}
+
+/// One release of `check --updates` (or several `--release`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseEntry {
+    pub version: String,
+    /// Risks of a conditional update (names).
+    pub risks: Vec<String>,
+    /// Every Module is Ready, WillBuild or WillSign for every kernel its nodes boot.
+    pub safe: bool,
+    pub kernels: Vec<String>,
+    pub release_image: Option<String>,
+    pub dtk_image: Option<String>,
+    pub modules: Vec<Row>,
+    pub summary: Summary,
+    /// Why the release could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ReleaseEntry {
+    pub fn checked(version: String, risks: Vec<String>, report: CheckReport) -> Self {
+        ReleaseEntry {
+            safe: report.modules.iter().all(|m| m.verdict.is_ok()),
+            version,
+            risks,
+            kernels: report.kernels,
+            release_image: report.release_image,
+            dtk_image: report.dtk_image,
+            modules: report.modules,
+            summary: report.summary,
+            error: None,
+        }
+    }
+
+    pub fn unresolved(version: String, risks: Vec<String>, error: &crate::error::Error) -> Self {
+        ReleaseEntry {
+            version,
+            risks,
+            safe: false,
+            kernels: Vec::new(),
+            release_image: None,
+            dtk_image: None,
+            modules: Vec::new(),
+            summary: Summary::default(),
+            error: Some(error.to_string()),
+        }
+    }
+
+    /// Modules that are fine for every kernel of the release, of all Modules.
+    fn ready_count(&self) -> (usize, usize) {
+        let mut modules: std::collections::BTreeMap<(&str, &str), bool> = Default::default();
+        for m in &self.modules {
+            let ok = modules.entry((&m.namespace, &m.name)).or_insert(true);
+            *ok &= m.verdict.is_ok();
+        }
+        (modules.values().filter(|ok| **ok).count(), modules.len())
+    }
+}
+
+/// The releases, newest first, and the newest that every Module can take.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Matrix {
+    pub releases: Vec<ReleaseEntry>,
+    pub newest_safe: Option<String>,
+}
+
+impl Matrix {
+    pub fn new(mut releases: Vec<ReleaseEntry>) -> Self {
+        releases.sort_by_key(|r| std::cmp::Reverse(version_key(&r.version)));
+        let newest_safe = releases.iter().find(|r| r.safe).map(|r| r.version.clone());
+        Matrix {
+            releases,
+            newest_safe,
+        }
+    }
+
+    pub fn render(&self, format: ReportFormat) -> String {
+        match format {
+            ReportFormat::Json => to_json(self),
+            ReportFormat::Yaml => to_yaml(self),
+            ReportFormat::Table => self.table(),
+        }
+    }
+
+    fn table(&self) -> String {
+        let mut rows = vec![
+            ["VERSION", "KERNELS", "RISKS", "READY", "FAILED"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for r in &self.releases {
+            let (ready, all) = r.ready_count();
+            let failed: Vec<String> = {
+                let mut names: Vec<String> = r
+                    .modules
+                    .iter()
+                    .filter(|m| !m.verdict.is_ok())
+                    .map(|m| format!("{}/{} ({})", m.namespace, m.name, m.verdict))
+                    .collect();
+                names.dedup();
+                names
+            };
+            rows.push(vec![
+                r.version.clone(),
+                if r.kernels.is_empty() {
+                    "-".into()
+                } else {
+                    r.kernels.join(", ")
+                },
+                if r.risks.is_empty() {
+                    "-".into()
+                } else {
+                    r.risks.join(", ")
+                },
+                match &r.error {
+                    Some(_) => "-".into(),
+                    None => format!("{ready}/{all}"),
+                },
+                match &r.error {
+                    Some(e) => format!("not checked: {e}"),
+                    None if failed.is_empty() => "-".into(),
+                    None => failed.join(", "),
+                },
+            ]);
+        }
+        let mut lines = super::align(&rows, &|_, _, cell| cell);
+        lines.push(match &self.newest_safe {
+            Some(v) => format!("Newest release safe for every Module: {v}"),
+            None => "No listed release is safe for every Module.".into(),
+        });
+        lines.join("\n")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +274,7 @@ mod tests {
             verdict,
             reason: reason.into(),
             invalid: false,
+            waits_forever: false,
         }
     }
 
@@ -165,5 +312,45 @@ mod tests {
         assert_eq!(json["modules"][1]["verdict"], "Failed");
         assert_eq!(json["summary"]["failed"], 1);
         assert_eq!(json["summary"]["willBuild"], 0);
+    }
+
+    #[test]
+    fn the_matrix_puts_the_newest_first_and_names_the_newest_safe() {
+        let report = |rows: Vec<Row>| {
+            CheckReport::new(
+                vec!["5.14.0-570.el9.x86_64".into()],
+                Some("r@sha256:1".into()),
+                None,
+                &rows,
+            )
+        };
+        let matrix = Matrix::new(vec![
+            ReleaseEntry::checked(
+                "4.19.9".into(),
+                vec![],
+                report(vec![row("mlx5", Verdict::Ready, "")]),
+            ),
+            ReleaseEntry::checked(
+                "4.19.10".into(),
+                vec!["SomeRisk".into()],
+                report(vec![row("mlx5", Verdict::Failed, "x")]),
+            ),
+            ReleaseEntry::checked(
+                "4.20.0-rc.1".into(),
+                vec![],
+                report(vec![row("mlx5", Verdict::Unknown, "")]),
+            ),
+        ]);
+        let versions: Vec<&str> = matrix.releases.iter().map(|r| r.version.as_str()).collect();
+        assert_eq!(versions, ["4.20.0-rc.1", "4.19.10", "4.19.9"]);
+        assert_eq!(matrix.newest_safe.as_deref(), Some("4.19.9"));
+        let table = matrix.render(ReportFormat::Table);
+        assert!(
+            table
+                .contains("4.19.10      5.14.0-570.el9.x86_64  SomeRisk  0/1    nic/mlx5 (Failed)"),
+            "{table}"
+        );
+        assert!(table.ends_with("Newest release safe for every Module: 4.19.9"));
+        assert!(version_key("4.20.0-rc.2") < version_key("4.20.0"));
     }
 }

@@ -20,7 +20,23 @@ pub fn text(answer: &DtkAnswer) -> String {
             answer.rhel_version.as_deref().unwrap_or("(unknown)"),
         ),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect()
+    let mut text: String = rows.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect();
+    // The payload's other streams (5.x: RHEL 10), after the RHEL 9 answer above.
+    for stream in answer.streams.iter().skip(1) {
+        let rhel = stream.rhel_version.as_deref().unwrap_or("(unknown)");
+        text.push_str(&format!(
+            "\n{:<16} {}\n",
+            format!("DTK (RHEL {rhel})"),
+            stream.dtk_image
+        ));
+        text.push_str(&format!("{:<16} {}\n", "  Kernel", stream.kernel_version));
+        text.push_str(&format!(
+            "{:<16} {}\n",
+            "  RT kernel",
+            stream.rt_kernel_version.as_deref().unwrap_or("(none)")
+        ));
+    }
+    text
 }
 
 pub fn print(answer: &DtkAnswer, format: Format) {
@@ -79,6 +95,7 @@ mod tests {
             kernel_version: "5.14.0-570.19.1.el9_6.x86_64".into(),
             rt_kernel_version: None,
             rhel_version: Some("9.6".into()),
+            streams: vec![],
         };
         let text = text(&answer);
         assert!(text.contains("Kernel           5.14.0-570.19.1.el9_6.x86_64\n"));

@@ -8,9 +8,10 @@ pub const DTK_RELEASE_FILE: &str = "etc/driver-toolkit-release.json";
 /// The real file is one line of ~150 bytes.
 pub const DTK_FILE_LIMIT: u64 = 64 * 1024;
 
-/// A kernel NVR with its RPM arch, optionally `+rt` (4.16+ RT kernels share the normal NVR).
+/// A kernel NVR with its RPM arch, optionally `+rt` (4.16+ RT kernels share the normal NVR) or
+/// `+64k` (aarch64 64k-page kernels).
 static KERNEL_NVR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\d+\.\d+\.\d+-[\w.]+\.(x86_64|aarch64|ppc64le|s390x)(\+rt)?$")
+    Regex::new(r"^\d+\.\d+\.\d+-[\w.]+\.(x86_64|aarch64|ppc64le|s390x)(\+rt|\+64k)?$")
         .expect("static regex")
 });
 

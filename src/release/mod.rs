@@ -17,7 +17,8 @@ use crate::registry::manifest;
 use crate::registry::reference::ImageRef;
 
 pub const DEFAULT_RELEASE_REPO: &str = "quay.io/openshift-release-dev/ocp-release";
-const CACHE_NAMESPACE: &str = "dtk-v1";
+/// v2: answers carry every driver-toolkit stream.
+const CACHE_NAMESPACE: &str = "dtk-v2";
 
 static VERSION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^\d+\.\d+\.\d+(-[0-9A-Za-z][0-9A-Za-z.-]*)?$").expect("static regex")
@@ -194,6 +195,38 @@ pub struct DtkAnswer {
     pub kernel_version: String,
     pub rt_kernel_version: Option<String>,
     pub rhel_version: Option<String>,
+    /// Every driver-toolkit stream of the payload: the RHEL 9 one (the keys above), then
+    /// `driver-toolkit-10` when the payload has it.
+    pub streams: Vec<DtkStream>,
+}
+
+/// One driver-toolkit of a payload and the kernels it was built for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DtkStream {
+    pub dtk_image: String,
+    pub kernel_version: String,
+    pub rt_kernel_version: Option<String>,
+    pub rhel_version: Option<String>,
+}
+
+impl DtkStream {
+    fn of(image: &ImageRef, release: &dtk::DtkRelease) -> Self {
+        DtkStream {
+            dtk_image: image.to_string(),
+            kernel_version: release.kernel_version.clone(),
+            rt_kernel_version: release.rt_kernel_version.clone(),
+            rhel_version: release.rhel_version.clone(),
+        }
+    }
+
+    /// The RHEL major release of the stream (`9`, `10`), from RHEL_VERSION or the kernel.
+    pub fn rhel_major(&self) -> Option<u32> {
+        self.rhel_version
+            .as_deref()
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+    }
 }
 
 /// What was read, besides the answer: sizes for `-v`, warnings for stderr.
@@ -203,6 +236,49 @@ pub struct Resolution {
     pub release_size: u64,
     pub dtk_size: u64,
     pub warnings: Vec<String>,
+}
+
+/// A driver-toolkit's `/etc/driver-toolkit-release.json`, its size, and whether it was a list.
+async fn read_dtk(
+    registry: &Registry,
+    dtk_image: &ImageRef,
+    arch: Arch,
+) -> Result<(dtk::DtkRelease, u64, bool)> {
+    const DTK_ROLE: &str = "driver-toolkit image";
+    let (dtk_fetched, dtk_location) = registry
+        .manifest_located(dtk_image)
+        .await
+        .map_err(|e| e.with_role(DTK_ROLE))?;
+    let dtk_top =
+        manifest::parse(&dtk_fetched.body, None).map_err(|reason| Error::UnsupportedManifest {
+            role: DTK_ROLE,
+            image: dtk_image.to_string(),
+            reason,
+        })?;
+    let (dtk_manifest, dtk_is_list) =
+        platform_manifest(registry, &dtk_location, dtk_top, arch.goarch(), DTK_ROLE).await?;
+    let dtk_files = read_files(
+        registry,
+        &dtk_location,
+        &dtk_manifest,
+        &[dtk::DTK_RELEASE_FILE],
+        dtk::DTK_FILE_LIMIT,
+    )
+    .await?;
+    let content = dtk_files
+        .get(dtk::DTK_RELEASE_FILE)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| Error::DtkFileMissing {
+            image: dtk_image.to_string(),
+            path: dtk::DTK_RELEASE_FILE.into(),
+        })?;
+    let release = dtk::parse(&content).map_err(|reason| Error::DtkFileMalformed {
+        image: dtk_image.to_string(),
+        path: dtk::DTK_RELEASE_FILE.into(),
+        reason,
+    })?;
+    Ok((release, dtk_manifest.total_size(), dtk_is_list))
 }
 
 /// Resolve a release image to its DTK and kernel. `image` may be a tag or a digest reference.
@@ -286,46 +362,27 @@ pub async fn resolve(
                 image: pinned.to_string(),
                 tag: payload::DTK_TAG.into(),
             })?;
-    let dtk_image: ImageRef = dtk_spec.parse().map_err(|e| {
-        not_payload(format!(
-            "its driver-toolkit reference is not an image reference: {e}"
-        ))
-    })?;
-
-    const DTK_ROLE: &str = "driver-toolkit image";
-    let (dtk_fetched, dtk_location) = registry
-        .manifest_located(&dtk_image)
-        .await
-        .map_err(|e| e.with_role(DTK_ROLE))?;
-    let dtk_top =
-        manifest::parse(&dtk_fetched.body, None).map_err(|reason| Error::UnsupportedManifest {
-            role: DTK_ROLE,
-            image: dtk_image.to_string(),
-            reason,
-        })?;
-    let (dtk_manifest, dtk_is_list) =
-        platform_manifest(registry, &dtk_location, dtk_top, arch.goarch(), DTK_ROLE).await?;
-    let dtk_files = read_files(
-        registry,
-        &dtk_location,
-        &dtk_manifest,
-        &[dtk::DTK_RELEASE_FILE],
-        dtk::DTK_FILE_LIMIT,
-    )
-    .await?;
-    let content = dtk_files
-        .get(dtk::DTK_RELEASE_FILE)
-        .cloned()
-        .flatten()
-        .ok_or_else(|| Error::DtkFileMissing {
-            image: dtk_image.to_string(),
-            path: dtk::DTK_RELEASE_FILE.into(),
-        })?;
-    let release = dtk::parse(&content).map_err(|reason| Error::DtkFileMalformed {
-        image: dtk_image.to_string(),
-        path: dtk::DTK_RELEASE_FILE.into(),
-        reason,
-    })?;
+    let dtk_reference = |tag: &str, spec: &str| -> Result<ImageRef> {
+        spec.parse().map_err(|e| {
+            not_payload(format!(
+                "its {tag} reference is not an image reference: {e}"
+            ))
+        })
+    };
+    let dtk_image = dtk_reference(payload::DTK_TAG, dtk_spec)?;
+    // 5.x payloads carry a RHEL 10 stream beside the RHEL 9 one (ocp-release.md §2.4).
+    let rhel10_image = references
+        .image_for(payload::DTK_10_TAG)
+        .map(|spec| dtk_reference(payload::DTK_10_TAG, spec))
+        .transpose()?;
+    let (first, rhel10) = futures::join!(read_dtk(registry, &dtk_image, arch), async {
+        match &rhel10_image {
+            Some(image) => Some(read_dtk(registry, image, arch).await),
+            None => None,
+        }
+    });
+    let (release, mut dtk_size, dtk_is_list) = first?;
+    let rhel10 = rhel10.transpose()?;
 
     // A list was filtered by `arch`; a single image is whatever it is, and its kernel says what.
     let mut warnings = Vec::new();
@@ -341,6 +398,11 @@ pub async fn resolve(
         _ => arch,
     };
 
+    let mut streams = vec![DtkStream::of(&dtk_image, &release)];
+    if let (Some(image), Some((release10, size10, _))) = (&rhel10_image, &rhel10) {
+        streams.push(DtkStream::of(image, release10));
+        dtk_size += size10;
+    }
     let answer = DtkAnswer {
         release_image: pinned.to_string(),
         release_digest: top_digest,
@@ -350,6 +412,7 @@ pub async fn resolve(
         kernel_version: release.kernel_version,
         rt_kernel_version: release.rt_kernel_version,
         rhel_version: release.rhel_version,
+        streams,
     };
     if let Err(e) = cache.put(CACHE_NAMESPACE, &cache_key, &answer) {
         warnings.push(format!("could not write the cache: {e}"));
@@ -357,7 +420,7 @@ pub async fn resolve(
     let resolution = Resolution {
         from_cache: false,
         release_size: release_manifest.total_size(),
-        dtk_size: dtk_manifest.total_size(),
+        dtk_size,
         warnings,
     };
     Ok((answer, resolution))

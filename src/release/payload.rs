@@ -9,6 +9,8 @@ pub const RELEASE_METADATA: &str = "release-manifests/release-metadata";
 pub const METADATA_LIMIT: u64 = 16 * 1024 * 1024;
 /// The payload tag of the RHEL 9 driver-toolkit (5.x payloads add `driver-toolkit-10`).
 pub const DTK_TAG: &str = "driver-toolkit";
+/// The RHEL 10 driver-toolkit of 5.x payloads.
+pub const DTK_10_TAG: &str = "driver-toolkit-10";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageReferences {

@@ -45,6 +45,17 @@ pub fn dtk_image(
     flavor: Flavor,
     compression: Compression,
 ) -> Image {
+    dtk_image_of(kernel, "9.6", goarch, flavor, compression)
+}
+
+/// The same for a RHEL release (`9.6`, `10.0`).
+pub fn dtk_image_of(
+    kernel: &str,
+    rhel: &str,
+    goarch: &'static str,
+    flavor: Flavor,
+    compression: Compression,
+) -> Image {
     let rt = (goarch == "amd64").then(|| format!("{kernel}+rt"));
     let base = TarLayer::new()
         .dir("etc")
@@ -65,7 +76,7 @@ pub fn dtk_image(
         .finish();
     let top = TarLayer::new()
         .dir("etc")
-        .file(DTK_FILE, &dtk_json(kernel, rt.as_deref(), "9.6"))
+        .file(DTK_FILE, &dtk_json(kernel, rt.as_deref(), rhel))
         .finish();
     Image {
         flavor,
@@ -80,6 +91,16 @@ pub fn dtk_image(
 
 /// `image-references` for `version` with `dtk` as the driver-toolkit (None: no such tag).
 pub fn image_references(version: &str, dtk: Option<&str>, registry: &str) -> Vec<u8> {
+    image_references_with(version, dtk, None, registry)
+}
+
+/// The same with a RHEL 10 `driver-toolkit-10` as well (5.x payloads).
+pub fn image_references_with(
+    version: &str,
+    dtk: Option<&str>,
+    dtk10: Option<&str>,
+    registry: &str,
+) -> Vec<u8> {
     let mut tags = Vec::new();
     for (i, name) in ["cli", "rhel-coreos", "machine-config-operator", "installer"]
         .iter()
@@ -102,6 +123,14 @@ pub fn image_references(version: &str, dtk: Option<&str>, registry: &str) -> Vec
                 "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
             }),
         );
+    }
+    if let Some(dtk10) = dtk10 {
+        tags.push(json!({
+            "name": "driver-toolkit-10",
+            "annotations": {"io.openshift.build.source-location": "https://github.com/openshift/driver-toolkit"},
+            "from": {"kind": "DockerImage", "name": dtk10},
+            "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
+        }));
     }
     serde_json::to_vec_pretty(&json!({
         "kind": "ImageStream",
@@ -279,5 +308,56 @@ pub async fn push_mirrored_release(
         ),
         release_digest: release.digest,
         dtk_logical,
+    }
+}
+
+/// The RHEL 10 kernel our two-stream fixtures claim.
+pub const KERNEL_10: &str = "6.12.0-55.9.1.el10_0.x86_64";
+
+/// A 5.x-style amd64 payload tagged `<version>-x86_64` with two driver-toolkits: RHEL 9
+/// (`kernel_for(version)`) and RHEL 10 (`KERNEL_10`).
+pub async fn push_two_stream_release(
+    pusher: &Pusher,
+    registry: &str,
+    version: &str,
+) -> ReleaseFixture {
+    let kernel = kernel_for(version, "amd64");
+    let dtk = pusher
+        .push_image(
+            "ocp/art-dev",
+            None,
+            &dtk_image(&kernel, "amd64", Flavor::Docker, Compression::Gzip),
+        )
+        .await;
+    let dtk10 = pusher
+        .push_image(
+            "ocp/art-dev",
+            None,
+            &dtk_image_of(
+                KERNEL_10,
+                "10.0",
+                "amd64",
+                Flavor::Docker,
+                Compression::Gzip,
+            ),
+        )
+        .await;
+    let refs = image_references_with(
+        version,
+        Some(&dtk.reference),
+        Some(&dtk10.reference),
+        registry,
+    );
+    let release = push_payload(
+        pusher,
+        Some(&format!("{version}-x86_64")),
+        payload_layer(&refs, &release_metadata(version, false), 50),
+        "amd64",
+    )
+    .await;
+    ReleaseFixture {
+        release,
+        dtk,
+        kernel,
     }
 }

@@ -530,11 +530,39 @@ impl ApiServer {
             .unwrap_or_else(|| panic!("no {kind} type"))
     }
 
+    /// A worker node running the RHEL 9.4 kernel, as OpenShift labels and describes it.
     pub fn add_node(&self, name: &str, goarch: &str) {
+        let kernel = format!(
+            "5.14.0-427.50.1.el9_4.{}",
+            if goarch == "arm64" {
+                "aarch64"
+            } else {
+                "x86_64"
+            }
+        );
+        self.add_node_with(name, goarch, &kernel, &[]);
+    }
+
+    /// A worker node running `kernel` (`…+rt`, `…+64k`, `….el10…`), with extra labels; a RHEL 10
+    /// kernel comes with a CoreOS 10 `osImage`.
+    pub fn add_node_with(&self, name: &str, goarch: &str, kernel: &str, labels: &[(&str, &str)]) {
+        let mut all = serde_json::Map::new();
+        all.insert("kubernetes.io/arch".into(), json!(goarch));
+        all.insert("kubernetes.io/os".into(), json!("linux"));
+        all.insert("node-role.kubernetes.io/worker".into(), json!(""));
+        for (k, v) in labels {
+            all.insert(k.to_string(), json!(v));
+        }
+        let os_image = if kernel.contains(".el10") {
+            "Red Hat Enterprise Linux CoreOS 10.0.20260601-0 (Coughlan)"
+        } else {
+            "Red Hat Enterprise Linux CoreOS 418.94.202510091522-0 (Plow)"
+        };
         self.store.put(
             &self.ty("", "Node"),
-            json!({"metadata": {"name": name, "labels": {"kubernetes.io/arch": goarch, "kubernetes.io/os": "linux"}},
-                   "status": {"nodeInfo": {"architecture": goarch, "operatingSystem": "linux"}}}),
+            json!({"metadata": {"name": name, "labels": all},
+                   "status": {"nodeInfo": {"architecture": goarch, "operatingSystem": "linux",
+                                           "kernelVersion": kernel, "osImage": os_image}}}),
         );
     }
 
