@@ -20,25 +20,10 @@ use std::time::Duration;
 use serde_json::json;
 use support::apiserver::Kmm;
 use support::cluster::{TestCluster, VERSION, module_spec, resolved};
-use support::images::{self, Flavor, Image, Pusher};
-use support::kmod::{Ko, Tree, base_layer};
+use support::images::Pusher;
+use support::kmod::simple_image;
 
 const OLD_KERNEL: &str = "5.14.0-427.50.1.el9_4.x86_64";
-
-/// An amd64 kmod image holding `module` for `kernel`, indexed by depmod.
-fn kmod_image(module: &str, kernel: &str) -> Image {
-    let mut tree = Tree::new();
-    tree.module("/opt", kernel, &Ko::new(module))
-        .depmod("/opt", kernel);
-    Image {
-        flavor: Flavor::Docker,
-        goarch: "amd64",
-        layers: [base_layer(), tree.layer()]
-            .into_iter()
-            .map(|t| images::layer(t, images::Compression::Gzip, Flavor::Docker))
-            .collect(),
-    }
-}
 
 fn main() -> ExitCode {
     let extra: Vec<String> = std::env::args().skip(1).collect();
@@ -72,7 +57,7 @@ async fn run(extra: Vec<String>) -> ExitCode {
             .unwrap_or_default();
         let (repo, t) = repo_tag.split_once(':').unwrap_or((repo_tag, "latest"));
         pusher
-            .push_image(repo, Some(t), &kmod_image(module, built_for))
+            .push_image(repo, Some(t), &simple_image(module, built_for))
             .await;
         c.operator().configure(|o| {
             o.images.insert(reference.clone());

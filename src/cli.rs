@@ -243,6 +243,10 @@ pub struct PreflightArgs {
     #[arg(long)]
     pub no_wait: bool,
 
+    /// Only KMM's own preflight: do not check the Modules' images from here first
+    #[arg(long)]
+    pub no_client_check: bool,
+
     /// Answer yes to questions (existing preflights still need --replace)
     #[arg(short = 'y', long)]
     pub yes: bool,

@@ -286,7 +286,7 @@ async fn unreadable_crds_fall_back_to_discovery() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unreadable_modules_are_judged_from_the_status() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
     c.api.forbid("list", GROUP, "modules");
     let run = c.preflight(&["-v", "-o", "json"]).await.expect_code(0);
     assert!(

@@ -30,8 +30,8 @@ fn unmapped(c: &TestCluster, namespace: &str, name: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn kmm_2_4_on_openshift_through_kubectl() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
-    c.module("nic", "mlx5", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
+    c.module("nic", "mlx5", true, false).await;
     let run = c
         .ctx
         .kubectl(&[
@@ -68,11 +68,18 @@ async fn kmm_2_4_on_openshift_through_kubectl() {
     assert_eq!(report["result"], "Success");
     assert_eq!(report["kernelVersion"], c.kernel());
     assert_eq!(report["releaseImage"], c.release.release.reference.as_str());
+    // KMM's word as KMM said it, the client check's, and both together.
+    let check = |name: &str| {
+        json!({"verdict": "Ready", "reason": "kmod: extra/kmod.ko", "kernel": c.kernel(),
+               "image": format!("{}/vendor/{name}:{}", c.registry.addr, c.kernel())})
+    };
     assert_eq!(
         report["modules"],
         json!([
-            {"namespace": "gpu-operator", "name": "nvidia-gpu", "verificationStatus": "Success", "verificationStage": "Done", "statusReason": "verified image exists"},
-            {"namespace": "nic", "name": "mlx5", "verificationStatus": "Success", "verificationStage": "Done", "statusReason": "verified image exists"},
+            {"namespace": "gpu-operator", "name": "nvidia-gpu", "verificationStatus": "Success", "verificationStage": "Done", "statusReason": "verified image exists",
+             "result": "Verified", "reason": "verified image exists", "check": check("nvidia-gpu")},
+            {"namespace": "nic", "name": "mlx5", "verificationStatus": "Success", "verificationStage": "Done", "statusReason": "verified image exists",
+             "result": "Verified", "reason": "verified image exists", "check": check("mlx5")},
         ])
     );
     // What was created: exactly the era-C spec, through v1beta2.
@@ -112,21 +119,23 @@ async fn kmm_2_4_on_openshift_through_kubectl() {
 async fn a_failed_module_exits_1_naming_it() {
     let c = TestCluster::start(Kmm::Ocp24).await;
     c.operator().configure(|o| o.builds_succeed = false);
-    c.module("gpu-operator", "nvidia-gpu", true, false);
-    c.module("storage", "nvme-of", false, true);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
+    c.module("storage", "nvme-of", false, true).await;
     unmapped(&c, "nic", "mlx5");
     let run = c.preflight(&[]).await.expect_code(1);
     // Not a terminal: one line per change, no control characters.
     assert!(!run.stdout.contains('\u{1b}'), "{:?}", run.stdout);
     assert!(
-        run.stdout
-            .contains("nic/mlx5 Failure (Done): mapping not found"),
+        run.stdout.contains(&format!(
+            "nic/mlx5 Failure (Done), check Failed: mapping not found; the client check: no kernel mapping matches {}",
+            c.kernel()
+        )),
         "{}",
         run.stdout
     );
     assert!(
         run.stdout.contains(
-            "gpu-operator/nvidia-gpu InProgress (Image): verification is not finished yet"
+            "gpu-operator/nvidia-gpu InProgress (Image), check Ready: verification is not finished yet"
         ),
         "{}",
         run.stdout
@@ -149,12 +158,29 @@ async fn a_failed_module_exits_1_naming_it() {
     assert_eq!(json["result"], "Failure");
 }
 
+/// KMM ≥ 2.4 never finishes a missing image without build or sign: the client check fails it at
+/// once, well before --timeout; KMM's side alone times out and names the pull pod's reason.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_image_without_build_times_out_with_its_pull_pod_reason() {
+async fn a_missing_image_without_build_fails_at_once_or_times_out_without_the_check() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
-    c.module("nic", "mlx5", false, false);
-    let run = c.preflight(&["--timeout", "3s"]).await.expect_code(3);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
+    c.module("nic", "mlx5", false, false).await;
+    let run = c.preflight(&["--timeout", "10m"]).await.expect_code(1);
+    assert!(
+        run.stdout.contains(&format!(
+            "  nic/mlx5: image {}/vendor/mlx5:{} does not exist and the Module has no build or sign for this kernel: KMM 2.4+ would wait for it forever",
+            c.registry.addr,
+            c.kernel()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("Timed out"));
+
+    let run = c
+        .preflight(&["--replace", "--no-client-check", "--timeout", "3s"])
+        .await
+        .expect_code(3);
     assert!(
         run.stdout
             .contains("Timed out after 3s: 1 of 2 Modules are still in progress:"),
@@ -167,11 +193,26 @@ async fn a_missing_image_without_build_times_out_with_its_pull_pod_reason() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("pull pod: ImagePullBackOff: Back-off pulling image \"quay.io/vendor/mlx5:5.14.0-570.19.0.el9_6.x86_64\""), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "pull pod: ImagePullBackOff: Back-off pulling image \"{}/vendor/mlx5:{}\"",
+            c.registry.addr,
+            c.kernel()
+        )),
+        "{}",
+        run.stdout
+    );
     // Left in the cluster for a later look.
     assert!(c.pvo("preflight-4-19-0").is_some());
     let json = c
-        .preflight(&["--replace", "--timeout", "2s", "-o", "json"])
+        .preflight(&[
+            "--replace",
+            "--no-client-check",
+            "--timeout",
+            "2s",
+            "-o",
+            "json",
+        ])
         .await
         .expect_code(3)
         .json();
@@ -182,7 +223,7 @@ async fn a_missing_image_without_build_times_out_with_its_pull_pod_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kmm_2_3_gets_a_digest_pinned_release_image() {
     let c = TestCluster::start(Kmm::Ocp23).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
     let json = c.preflight(&["-o", "json"]).await.expect_code(0).json();
     assert_eq!(json["apiVersion"], "kmm.sigs.x-k8s.io/v1beta2");
     assert_eq!(json["modules"][0]["verificationStatus"], "True");
@@ -212,7 +253,7 @@ async fn kmm_2_3_gets_a_digest_pinned_release_image() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kmm_2_0_talks_v1beta1_and_never_calls_false_final() {
     let c = TestCluster::start(Kmm::Ocp20).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
     let json = c.preflight(&["-o", "json"]).await.expect_code(0).json();
     assert_eq!(json["apiVersion"], "kmm.sigs.x-k8s.io/v1beta1");
     assert_eq!(
@@ -226,13 +267,21 @@ async fn kmm_2_0_talks_v1beta1_and_never_calls_false_final() {
         "True"
     );
 
-    // False/Requeued is retried by KMM, so only the timeout ends it.
-    c.module("nic", "mlx5", false, false);
+    // False/Requeued is retried by KMM, so on KMM's side only the timeout ends it.
+    c.module("nic", "mlx5", false, false).await;
     let run = c
-        .preflight(&["--replace", "--timeout", "3s"])
+        .preflight(&["--replace", "--no-client-check", "--timeout", "3s"])
         .await
         .expect_code(3);
-    assert!(run.stdout.contains("nic/mlx5: False (Requeued) image quay.io/vendor/mlx5:5.14.0-570.19.0.el9_6.x86_64 does not contain kernel module"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "nic/mlx5: False (Requeued) image {}/vendor/mlx5:{} does not contain kernel module",
+            c.registry.addr,
+            c.kernel()
+        )),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +294,7 @@ async fn kmm_1_0_cannot_check_the_rt_kernel() {
         run.stderr
     );
     assert!(creates(&c).is_empty());
-    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
     let body_spec = {
         c.preflight(&[]).await.expect_code(0);
         creates(&c)[0].body.clone().unwrap()["spec"].clone()
@@ -259,7 +308,7 @@ async fn kmm_1_0_cannot_check_the_rt_kernel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn outside_openshift_a_preflightvalidation_gets_the_kernel() {
     let c = TestCluster::start(Kmm::Upstream24).await;
-    c.module("drivers", "kmod-a", true, false);
+    c.module("drivers", "kmod-a", true, false).await;
     let json = c.preflight(&["-o", "json"]).await.expect_code(0).json();
     assert_eq!(json["kind"], "PreflightValidation");
     let body = creates(&c)[0].body.clone().unwrap();
@@ -459,14 +508,17 @@ async fn dry_run_prints_the_object_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_wait_then_cleanup() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
     let json = c
         .preflight(&["--no-wait", "-o", "json"])
         .await
         .expect_code(0)
         .json();
     assert_eq!(json["result"], "Created");
-    assert_eq!(json["modules"], json!([]));
+    // KMM has said nothing yet; the client check has.
+    assert_eq!(json["modules"][0]["verificationStatus"], Value::Null);
+    assert_eq!(json["modules"][0]["result"], "Pending");
+    assert_eq!(json["modules"][0]["check"]["verdict"], "Ready");
     assert!(c.pvo("preflight-4-19-0").is_some());
     assert!(!c.api.requests().iter().any(|r| r.verb == "watch"));
 
@@ -492,7 +544,7 @@ async fn no_wait_then_cleanup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn existing_preflights_are_never_replaced_silently() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
     c.api.put(
         GROUP,
         "PreflightValidationOCP",
@@ -541,7 +593,7 @@ async fn existing_preflights_are_never_replaced_silently() {
         "PreflightValidationOCP",
         json!({"metadata": {"name": "other"}, "spec": {"releaseImage": "x"}}),
     );
-    old.module("gpu-operator", "nvidia-gpu", true, false);
+    old.module("gpu-operator", "nvidia-gpu", true, false).await;
     old.preflight(&[]).await.expect_code(0);
     let run = old.preflight(&[]).await.expect_code(2);
     assert!(
@@ -617,8 +669,8 @@ async fn the_architecture_comes_from_the_nodes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn following_survives_dropped_watches_and_expired_history() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
-    c.module("nic", "mlx5", true, true);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
+    c.module("nic", "mlx5", true, true).await;
     // Bookmarks carry the newest resourceVersion and would let the watch resume without a 410.
     c.api
         .set_bookmark_interval(std::time::Duration::from_secs(3600));
@@ -691,7 +743,7 @@ async fn no_modules_is_said_plainly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_current_modules_count() {
     let c = TestCluster::start(Kmm::Ocp24).await;
-    c.module("gpu-operator", "nvidia-gpu", true, false);
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
     // A device-plugin-only Module (no moduleLoader) and one being deleted are not checked.
     c.api.add_module(
         "dp",
@@ -711,7 +763,7 @@ async fn only_current_modules_count() {
     });
     // A Module that would never finish is deleted while the preflight runs: its stale entry
     // (KMM 2.4 keeps it) must not hold the verdict back.
-    c.module("nic", "mlx5", false, false);
+    c.module("nic", "mlx5", false, false).await;
     let run = while_running(c.preflight(&["-o", "json", "--timeout", "60s"]), async {
         c.api
             .wait_for_request(|r| r.verb == "watch" && r.resource == "modules")

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
 use kube::api::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
@@ -15,6 +17,39 @@ use super::kmm::Resource;
 use super::status::{self, Progress};
 use super::{Cluster, fatal_watch_error};
 use crate::error::{Error, Result};
+
+/// Who decides what the rows say: KMM alone, or KMM and the client check together. The follower
+/// tells the judge about the Modules as they change and runs the work it asks for (checks of new
+/// or edited Modules) beside the watches.
+pub trait Judge {
+    type Update;
+    /// The current Modules, after every change to them: the work to start.
+    fn modules(
+        &mut self,
+        modules: &BTreeMap<(String, String), Value>,
+    ) -> Vec<LocalBoxFuture<'static, Self::Update>>;
+    /// A piece of that work is done.
+    fn update(&mut self, update: Self::Update);
+    /// The rows from KMM's entries, judged.
+    fn judge(&self, kmm: Progress) -> Progress;
+}
+
+/// KMM's status entries as they are (`status -w`, `--no-client-check`).
+pub struct KmmOnly;
+
+impl Judge for KmmOnly {
+    type Update = ();
+    fn modules(
+        &mut self,
+        _: &BTreeMap<(String, String), Value>,
+    ) -> Vec<LocalBoxFuture<'static, ()>> {
+        Vec::new()
+    }
+    fn update(&mut self, _: ()) {}
+    fn judge(&self, kmm: Progress) -> Progress {
+        kmm
+    }
+}
 
 /// What the follower tells its caller as it goes.
 pub enum Step<'a> {
@@ -66,12 +101,13 @@ fn to_value(o: DynamicObject) -> Value {
 
 /// Follow `name` until every current Module is verified or failed, the deadline passes, or
 /// Ctrl-C. `interrupt` resolves on Ctrl-C (a parameter so that callers and tests choose).
-pub async fn follow(
+pub async fn follow<J: Judge>(
     cluster: &Cluster,
     resource: &Resource,
     name: &str,
     timeout: Option<Duration>,
     interrupt: impl std::future::Future<Output = ()>,
+    judge: &mut J,
     mut sink: impl FnMut(Step<'_>),
 ) -> Result<Followed> {
     let object_events = watcher(
@@ -97,9 +133,14 @@ pub async fn follow(
     let mut modules_listed = false;
     let mut modules_unreadable = false;
     let mut last: Option<Progress> = None;
+    let mut work: FuturesUnordered<LocalBoxFuture<'static, J::Update>> = FuturesUnordered::new();
 
     loop {
         let changed = tokio::select! {
+            Some(update) = work.next(), if !work.is_empty() => {
+                judge.update(update);
+                true
+            }
             event = events.next() => match event {
                 None => return Err(Error::ClusterApi {
                     action: format!("watch {} {name}", resource.kind),
@@ -127,23 +168,33 @@ pub async fn follow(
                     true
                 }
                 Some(Source::Module(Ok(event))) => {
-                    match event {
-                        watcher::Event::Init => relisting.clear(),
+                    let settled = match event {
+                        watcher::Event::Init => {
+                            relisting.clear();
+                            false
+                        }
                         watcher::Event::InitApply(o) => {
                             let v = to_value(o);
                             relisting.insert(key(&v), v);
+                            false
                         }
                         watcher::Event::InitDone => {
                             modules = std::mem::take(&mut relisting);
                             modules_listed = true;
+                            true
                         }
                         watcher::Event::Apply(o) => {
                             let v = to_value(o);
                             modules.insert(key(&v), v);
+                            modules_listed
                         }
                         watcher::Event::Delete(o) => {
                             modules.remove(&key(&to_value(o)));
+                            modules_listed
                         }
+                    };
+                    if settled {
+                        work.extend(judge.modules(&modules));
                     }
                     true
                 }
@@ -202,7 +253,7 @@ pub async fn follow(
         } else {
             status::checked_modules(&modules.values().cloned().collect::<Vec<_>>())
         };
-        let progress = status::evaluate(&refs, &entries);
+        let progress = judge.judge(status::evaluate(&refs, &entries));
         if last.as_ref() != Some(&progress) {
             sink(Step::Changed {
                 progress: &progress,

@@ -89,12 +89,23 @@ pub enum State {
     InProgress,
     Verified,
     Failed,
+    /// Final, undecided: KMM's entry is for another kernel and the client check could not run.
+    Unknown,
 }
 
 impl State {
     pub fn is_done(self) -> bool {
-        matches!(self, State::Verified | State::Failed)
+        matches!(self, State::Verified | State::Failed | State::Unknown)
     }
+}
+
+/// The client check's word on a Module (`kubectl kmm check`'s row that decided).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientCheck {
+    pub verdict: String,
+    pub reason: String,
+    pub image: Option<String>,
+    pub kernel: String,
 }
 
 /// `Success` (KMM ≥ 2.4) and `True` (earlier) are verified; only `Failure` is a final failure:
@@ -112,10 +123,15 @@ pub fn state_of(status: &str) -> State {
 pub struct Row {
     pub namespace: String,
     pub name: String,
+    /// The verdict so far: KMM's, or KMM's and the client check's together.
     pub state: State,
+    /// KMM's own word: `verificationStatus`, `verificationStage`, `statusReason`.
     pub status: String,
     pub stage: String,
     pub reason: String,
+    /// Why `state` is what it is (KMM's reason when KMM alone decides).
+    pub why: String,
+    pub check: Option<ClientCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -159,6 +175,8 @@ pub fn evaluate(modules: &[ModuleRef], entries: &[Entry]) -> Progress {
                     status: e.status.clone(),
                     stage: e.stage.clone(),
                     reason: e.reason.clone(),
+                    why: e.reason.clone(),
+                    check: None,
                 },
                 None => Row {
                     namespace: m.namespace.clone(),
@@ -167,6 +185,8 @@ pub fn evaluate(modules: &[ModuleRef], entries: &[Entry]) -> Progress {
                     status: String::new(),
                     stage: String::new(),
                     reason: String::new(),
+                    why: String::new(),
+                    check: None,
                 },
             }
         })

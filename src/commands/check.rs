@@ -9,7 +9,7 @@ use crate::cli::CheckArgs;
 use crate::cluster::{Cluster, clusterversion, kmm};
 use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::{
-    Checker, Inspected, Job, Lookup, ObjectKind, Objects, Row, Target, Verdict,
+    Checker, Inspected, Lookup, ObjectKind, Objects, Plan, Row, Target, Verdict,
 };
 use crate::module::kernels::NodeInfo;
 use crate::module::source::{self, SecretData};
@@ -22,7 +22,7 @@ use crate::registry::reference::ImageRef;
 use crate::registry::{Registry, Transferred};
 use crate::release::{Arch, DtkAnswer, ReleaseSpec, dtk};
 
-use super::context::{self, PullSecret};
+use super::context::{self, Registries};
 
 /// Secrets and ConfigMaps read from the cluster, as a Module's namespace holds them.
 struct ClusterObjects(Arc<Cluster>);
@@ -77,7 +77,7 @@ struct Listed {
 /// registry, the nodes, the Modules, and the checker over them. `preflight` builds the same.
 pub struct Setup {
     pub cluster: Option<Arc<Cluster>>,
-    pub registry: Registry,
+    pub registries: Registries,
     pub cache: Cache,
     pub nodes: Option<Vec<NodeInfo>>,
     pub modules: Vec<Module>,
@@ -161,7 +161,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         )),
     };
     let cluster_ref = cluster.as_deref();
-    let registry = context::registry(cluster_ref, &args.registry, PullSecret::First, term).await?;
+    let registries = context::registries(cluster_ref, &args.registry, term).await?;
     let cache = Cache::new(args.registry.no_cache);
     let nodes = context::nodes(cluster_ref, term).await?;
 
@@ -176,10 +176,10 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         (None, Some(cluster)) => Setup::cluster_objects(cluster.clone()),
         (None, None) => Arc::new(source::Loaded::default()),
     };
-    let checker = Setup::checker(&registry, &cache, objects, term);
+    let checker = Setup::checker(&registries.modules, &cache, objects, term);
     let setup = Setup {
         cluster,
-        registry,
+        registries,
         cache,
         nodes,
         modules,
@@ -193,13 +193,13 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         return matrix(&setup, &args, listed, &release_repo, term).await;
     }
 
-    let before = setup.registry.transferred();
+    let before = setup.registries.release.transferred();
     let report = match listed.into_iter().next() {
         Some(release) => {
             let answer = context::resolve_release(
                 setup.cluster.as_deref(),
                 setup.nodes.as_deref(),
-                &setup.registry,
+                &setup.registries.release,
                 &setup.cache,
                 &release.spec,
                 &release_repo,
@@ -222,7 +222,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     };
     report_transfer(
         term,
-        setup.registry.transferred().since(before),
+        setup.registries.release.transferred().since(before),
         setup.checker.inspected(),
     );
     output::stdout(&report.render(args.output, term.stdout_color()));
@@ -263,13 +263,13 @@ pub async fn release_report(setup: &Setup, answer: &DtkAnswer, force_rt: bool) -
     let goarch = Arch::from_rpm(&answer.architecture)
         .unwrap_or(Arch::X86_64)
         .goarch();
-    let jobs = Job::for_release(
-        &setup.modules,
-        setup.nodes.as_deref(),
-        &answer.streams,
-        goarch,
+    let plan = Plan::Release {
+        nodes: setup.nodes.clone(),
+        streams: answer.streams.clone(),
+        goarch: goarch.to_string(),
         force_rt,
-    );
+    };
+    let jobs = plan.jobs(&setup.modules);
     let rows = setup.checker.check_jobs(&jobs).await;
     // The standard kernel sorts before its `+rt` and `+64k` variants.
     let mut kernels: Vec<String> = jobs.iter().map(|j| j.target.kernel.clone()).collect();
@@ -332,12 +332,12 @@ async fn matrix(
             "pass --release VERSION (repeatable), or use --updates on a cluster that is offered updates",
         ));
     }
-    let before = setup.registry.transferred();
+    let before = setup.registries.release.transferred();
     let resolved = futures::future::join_all(listed.iter().map(|release| {
         context::resolve_release(
             setup.cluster.as_deref(),
             setup.nodes.as_deref(),
-            &setup.registry,
+            &setup.registries.release,
             &setup.cache,
             &release.spec,
             release_repo,
@@ -366,7 +366,7 @@ async fn matrix(
     }
     report_transfer(
         term,
-        setup.registry.transferred().since(before),
+        setup.registries.release.transferred().since(before),
         setup.checker.inspected(),
     );
     let matrix = Matrix::new(releases);

@@ -25,43 +25,36 @@ pub fn release_flags(
     Ok((spec, repo))
 }
 
-/// Where the cluster's pull secret goes among the local auth files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullSecret {
-    /// After the local files: the user's own credentials win (release payloads).
-    Last,
-    /// Before them: what the nodes use comes first (Module images).
-    First,
+/// The registry clients of a run, sharing connections and what they learn: one for release
+/// payloads (local auth files first: the user's own credentials win), one for Module images
+/// (the cluster's pull secret first: what the nodes use comes first; a Module's
+/// `imageRepoSecret` goes before both).
+pub struct Registries {
+    pub release: Registry,
+    pub modules: Registry,
 }
 
-/// The registry client for a run: local auth files and the cluster's pull secret, the mirror
+/// The registry clients for a run: local auth files and the cluster's pull secret, the mirror
 /// files and the cluster's mirror sets.
-pub async fn registry(
+pub async fn registries(
     cluster: Option<&Cluster>,
     args: &RegistryArgs,
-    pull_secret: PullSecret,
     term: &Term,
-) -> Result<Registry> {
-    let mut credentials = super::local_credentials(args)?;
+) -> Result<Registries> {
+    let local = super::local_credentials(args)?;
     let mut mirrors = super::file_mirrors(args)?;
+    let mut release_credentials = local.clone();
+    let mut module_credentials = local;
     if let Some(cluster) = cluster {
         match cluster.pull_secret().await {
             Ok(entries) => {
-                credentials = match pull_secret {
-                    PullSecret::Last => {
-                        credentials.push_entries(PULL_SECRET_LABEL, entries);
-                        term.info(
-                            "registry credentials: local auth files, then the cluster pull secret",
-                        );
-                        credentials
-                    }
-                    PullSecret::First => {
-                        term.info(
-                            "registry credentials: the cluster pull secret, then local auth files",
-                        );
-                        credentials.with_first(PULL_SECRET_LABEL, entries)
-                    }
-                };
+                release_credentials.push_entries(PULL_SECRET_LABEL, entries.clone());
+                module_credentials = module_credentials.with_first(PULL_SECRET_LABEL, entries);
+                term.info(
+                    "registry credentials: local auth files, then the cluster pull secret \
+                     (Module images: the Module's imageRepoSecret, the cluster pull secret, then \
+                     local auth files)",
+                );
             }
             Err(reason) => term.info(&format!("not using the cluster pull secret: {reason}")),
         }
@@ -74,7 +67,9 @@ pub async fn registry(
     if !mirrors.is_empty() {
         term.info(&format!("applying {} image mirror rules", mirrors.len()));
     }
-    super::registry(args, credentials, mirrors, term)
+    let release = super::registry(args, release_credentials, mirrors, term)?;
+    let modules = release.with_access(module_credentials, &[]);
+    Ok(Registries { release, modules })
 }
 
 fn describe_arches(arches: &[String]) -> String {

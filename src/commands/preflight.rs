@@ -1,21 +1,41 @@
-//! `kubectl kmm preflight`: resolve the kernel, create the object this KMM understands, follow
-//! it to a verdict.
+//! `kubectl kmm preflight`: resolve the kernel, check every Module's image as the nodes will
+//! load it, create the object this KMM understands, follow it to a verdict of both.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+use serde_json::Value;
 
 use crate::cli::{DryRun, PreflightArgs};
-use crate::cluster::follow::{self, End, Step};
-use crate::cluster::kmm::{self, Inputs, KmmApi, Plan, Resource};
-use crate::cluster::status::Progress;
-use crate::cluster::{Cluster, status};
+use crate::cluster::Cluster;
+use crate::cluster::follow::{self, End, Judge, KmmOnly, Step};
+use crate::cluster::kmm::{self, Inputs, KmmApi, Resource};
+use crate::cluster::status::{self, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
+use crate::module::check::{Checker, Plan, Row as CheckRow, Target};
+use crate::module::combine::{self, Client};
+use crate::module::kernels::{self, Boot, NodeInfo, Variant};
+use crate::module::spec::Module;
 use crate::output::ReportFormat;
 use crate::output::preflight::{Live, Report};
 use crate::output::{self, Term};
 use crate::registry::cache::Cache;
-use crate::release::ReleaseSpec;
+use crate::release::Arch;
 
-use super::context::{self, PullSecret};
+use super::check::Setup;
+use super::context;
+
+type Key = (String, String);
+
+/// What the preflight is about, and how each Module's kernels are chosen for the client check.
+struct Subject {
+    inputs: Inputs,
+    /// For the default name: the release version, or the kernel.
+    basis: String,
+    plan: Plan,
+}
 
 pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     // Everything the user typed is checked before the cluster is touched.
@@ -28,7 +48,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         kmm::validate_name(name)?;
     }
 
-    let cluster = Cluster::connect(&super::cluster_options(&args.kube)).await?;
+    let cluster = Arc::new(Cluster::connect(&super::cluster_options(&args.kube)).await?);
     let api = cluster.detect_kmm().await?;
     term.info(&format!(
         "{}: {} (from {})",
@@ -36,26 +56,71 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         api.generation(),
         api.source
     ));
+    let registries = context::registries(Some(&cluster), &args.registry, term).await?;
+    let cache = Cache::new(args.registry.no_cache);
+    let nodes = context::nodes(Some(&cluster), term).await?;
+    let mut client_check = !args.no_client_check && args.dry_run != DryRun::Client;
+    let modules = if client_check {
+        match cluster.modules(None).await {
+            Ok(values) => checked_modules(&values, term),
+            Err(e @ Error::Forbidden { .. }) => {
+                term.warn(&format!(
+                    "the Modules cannot be read ({e}): KMM's preflight alone, without the client check"
+                ));
+                client_check = false;
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        Vec::new()
+    };
 
-    let (inputs, basis) = match &release_spec {
-        Some(spec) => resolve_release(&cluster, &args, spec, &release_repo, term).await?,
+    let target = match &release_spec {
+        Some(spec) => {
+            let answer = context::resolve_release(
+                Some(&cluster),
+                nodes.as_deref(),
+                &registries.release,
+                &cache,
+                spec,
+                &release_repo,
+                args.arch,
+                term,
+            )
+            .await?;
+            release_target(&args, &answer, nodes.as_deref(), &modules, term)?
+        }
         None => {
-            let kernel = args.kernel.clone().unwrap_or_default();
-            let inputs = Inputs {
-                kernel_version: kernel.trim().to_string(),
-                dtk_image: args.dtk_image.clone(),
-                release_image: None,
-                push_built_image: args.push_built_image,
-                rt: false,
-            };
-            (inputs, kernel.trim().to_string())
+            let kernel = args.kernel.clone().unwrap_or_default().trim().to_string();
+            let goarch = args
+                .arch
+                .or_else(|| crate::release::dtk::kernel_arch(&kernel).and_then(Arch::from_rpm))
+                .unwrap_or_else(|| context::payload(nodes.as_deref(), None, term).1)
+                .goarch()
+                .to_string();
+            Subject {
+                inputs: Inputs {
+                    kernel_version: kernel.clone(),
+                    dtk_image: args.dtk_image.clone(),
+                    release_image: None,
+                    push_built_image: args.push_built_image,
+                    rt: false,
+                },
+                plan: Plan::Kernels(vec![Target {
+                    kernel: kernel.clone(),
+                    goarch,
+                }]),
+                basis: kernel,
+            }
         }
     };
+    let inputs = &target.inputs;
     let name = args
         .name
         .clone()
-        .unwrap_or_else(|| kmm::default_name(&basis, args.rt));
-    let plan = kmm::plan(&api, &name, &inputs)?;
+        .unwrap_or_else(|| kmm::default_name(&target.basis, inputs.rt));
+    let plan = kmm::plan(&api, &name, inputs)?;
     if let Some(note) = &plan.note {
         term.warn(note);
     }
@@ -63,7 +128,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     if args.dry_run == DryRun::Client {
         let report = report(
             &plan,
-            &inputs,
+            inputs,
             "DryRun",
             &Progress::default(),
             Some(plan.object.clone()),
@@ -75,12 +140,38 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
 
+    // The client check first: what the nodes will find in each image, before KMM is asked.
+    let mut judge = if client_check {
+        let checker = Setup::checker(
+            &registries.modules,
+            &cache,
+            Setup::cluster_objects(cluster.clone()),
+            term,
+        );
+        Some(
+            ClientJudge::start(
+                checker,
+                target.plan.clone(),
+                &inputs.kernel_version,
+                &modules,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+
     make_room(&cluster, &api, &plan, &args, term).await?;
     cluster.create(&plan.resource, &plan.object).await?;
     term.info(&format!("created {} {name}", plan.resource.kind));
 
     if args.no_wait {
-        let report = report(&plan, &inputs, "Created", &Progress::default(), None);
+        // KMM has said nothing yet: what the client check found is all there is.
+        let progress = match &judge {
+            Some(judge) => judge.judge(status::evaluate(&judge.refs(), &[])),
+            None => Progress::default(),
+        };
+        let report = report(&plan, inputs, "Created", &progress, None);
         match report.render(args.output) {
             Some(text) => output::stdout(&text),
             None => output::stdout(&format!(
@@ -88,24 +179,46 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
                 plan.resource.kind, inputs.kernel_version
             )),
         }
-        return Ok(ExitStatus::Success);
+        return Ok(if progress.count(State::Failed) > 0 {
+            ExitStatus::VerificationFailed
+        } else {
+            ExitStatus::Success
+        });
     }
 
     let header = format!(
         "{} {name}: kernel {}",
         plan.resource.kind, inputs.kernel_version
     );
-    let outcome = follow_to_verdict(
-        &cluster,
-        &plan.resource,
-        &name,
-        args.timeout.0,
-        args.output,
-        term,
-        header,
-    )
-    .await?;
-    let report = report(&plan, &inputs, outcome.result, &outcome.progress, None);
+    let outcome = match judge.as_mut() {
+        Some(judge) => {
+            follow_to_verdict(
+                &cluster,
+                &plan.resource,
+                &name,
+                args.timeout.0,
+                args.output,
+                term,
+                header,
+                judge,
+            )
+            .await?
+        }
+        None => {
+            follow_to_verdict(
+                &cluster,
+                &plan.resource,
+                &name,
+                args.timeout.0,
+                args.output,
+                term,
+                header,
+                &mut KmmOnly,
+            )
+            .await?
+        }
+    };
+    let report = report(&plan, inputs, outcome.result, &outcome.progress, None);
     if let Some(text) = report.render(args.output) {
         output::stdout(&text);
     }
@@ -119,41 +232,208 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     Ok(outcome.status)
 }
 
-/// Credentials and mirrors, then release → DTK → kernel.
-async fn resolve_release(
-    cluster: &Cluster,
+/// The Modules a preflight covers, as the client check reads them.
+fn checked_modules(values: &[Value], term: &Term) -> Vec<Module> {
+    values
+        .iter()
+        .filter_map(|v| match Module::from_value(v) {
+            Ok(m) if !m.is_deleting() && m.container().is_some() => Some(m),
+            Ok(_) => None,
+            Err(reason) => {
+                term.warn(&format!(
+                    "Module {} cannot be read ({reason}): KMM's word alone for it",
+                    v["metadata"]["name"].as_str().unwrap_or("(unnamed)")
+                ));
+                None
+            }
+        })
+        .collect()
+}
+
+/// The kernel of the preflight object: `--rt`'s, else the one most of the Modules' nodes boot.
+/// The client check gives each Module the kernels its own nodes boot.
+fn release_target(
     args: &PreflightArgs,
-    spec: &ReleaseSpec,
-    release_repo: &crate::registry::reference::ImageRef,
+    answer: &crate::release::DtkAnswer,
+    nodes: Option<&[NodeInfo]>,
+    modules: &[Module],
     term: &Term,
-) -> Result<(Inputs, String)> {
-    let registry = context::registry(Some(cluster), &args.registry, PullSecret::Last, term).await?;
-    let cache = Cache::new(args.registry.no_cache);
-    let nodes = context::nodes(Some(cluster), term).await?;
-    let answer = context::resolve_release(
-        Some(cluster),
-        nodes.as_deref(),
-        &registry,
-        &cache,
-        spec,
-        release_repo,
-        args.arch,
-        term,
-    )
-    .await?;
-    let kernel_version = if args.rt {
-        context::rt_kernel(&answer)?
+) -> Result<Subject> {
+    let goarch = Arch::from_rpm(&answer.architecture)
+        .unwrap_or(Arch::X86_64)
+        .goarch()
+        .to_string();
+    let boot = if args.rt {
+        Boot {
+            variant: Variant::RealTime,
+            ..Boot::STANDARD
+        }
     } else {
-        answer.kernel_version.clone()
+        let selectors: Vec<&BTreeMap<String, String>> =
+            modules.iter().map(|m| &m.spec.selector).collect();
+        nodes.map_or(Boot::STANDARD, |nodes| {
+            kernels::most_booted(&selectors, nodes, &goarch)
+        })
     };
-    let inputs = Inputs {
-        kernel_version,
-        dtk_image: Some(answer.dtk_image.clone()),
-        release_image: Some(answer.release_image.clone()),
-        push_built_image: args.push_built_image,
-        rt: args.rt,
+    let kernel_version = match kernels::kernel_of(boot, &answer.streams) {
+        Ok(kernel) => kernel,
+        Err(_) if args.rt => context::rt_kernel(answer)?,
+        Err(reason) => {
+            term.warn(&format!(
+                "most Modules' nodes boot the {boot} kernel, but {reason}: the preflight object \
+                 gets the standard kernel"
+            ));
+            answer.kernel_version.clone()
+        }
     };
-    Ok((inputs, answer.release_version))
+    if boot != Boot::STANDARD && !args.rt {
+        term.say(&format!(
+            "most of the Modules' nodes boot the {boot} kernel: the preflight object checks {kernel_version}"
+        ));
+    }
+    Ok(Subject {
+        inputs: Inputs {
+            rt: kernel_version.ends_with("+rt"),
+            kernel_version,
+            dtk_image: Some(answer.dtk_image.clone()),
+            release_image: Some(answer.release_image.clone()),
+            push_built_image: args.push_built_image,
+        },
+        plan: Plan::Release {
+            nodes: nodes.map(<[NodeInfo]>::to_vec),
+            streams: answer.streams.clone(),
+            goarch,
+            force_rt: args.rt,
+        },
+        basis: answer.release_version.clone(),
+    })
+}
+
+/// KMM's entries and the client check together (module::combine), checking again the Modules
+/// that change while followed.
+struct ClientJudge {
+    checker: Arc<Checker>,
+    plan: Plan,
+    object_kernel: String,
+    /// The client check's rows per Module, and the generation they are for.
+    clients: BTreeMap<Key, (Option<i64>, Client)>,
+}
+
+fn key_of(module: &Module) -> Key {
+    (
+        module.metadata.namespace.clone(),
+        module.metadata.name.clone(),
+    )
+}
+
+impl ClientJudge {
+    async fn start(
+        checker: Arc<Checker>,
+        plan: Plan,
+        object_kernel: &str,
+        modules: &[Module],
+    ) -> Self {
+        let rows = checker.check_jobs(&plan.jobs(modules)).await;
+        let mut clients: BTreeMap<Key, (Option<i64>, Client)> = modules
+            .iter()
+            .map(|m| (key_of(m), (m.metadata.generation, Client::default())))
+            .collect();
+        for row in rows {
+            if let Some((_, client)) = clients.get_mut(&(row.namespace.clone(), row.name.clone())) {
+                client.rows.push(row);
+            }
+        }
+        ClientJudge {
+            checker,
+            plan,
+            object_kernel: object_kernel.to_string(),
+            clients,
+        }
+    }
+
+    /// The Modules checked, as rows a preflight has before KMM says anything.
+    fn refs(&self) -> Vec<status::ModuleRef> {
+        self.clients
+            .keys()
+            .map(|(namespace, name)| status::ModuleRef {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Judge for ClientJudge {
+    type Update = (Key, Option<i64>, Vec<CheckRow>);
+
+    fn modules(
+        &mut self,
+        modules: &BTreeMap<Key, Value>,
+    ) -> Vec<LocalBoxFuture<'static, Self::Update>> {
+        let mut work = Vec::new();
+        self.clients.retain(|key, _| modules.contains_key(key));
+        for (key, value) in modules {
+            let Ok(module) = Module::from_value(value) else {
+                continue;
+            };
+            if module.is_deleting() || module.container().is_none() {
+                continue;
+            }
+            let generation = module.metadata.generation;
+            if self
+                .clients
+                .get(key)
+                .is_some_and(|(seen, _)| *seen == generation)
+            {
+                continue;
+            }
+            // New, or edited while followed: checked again.
+            self.clients.insert(
+                key.clone(),
+                (
+                    generation,
+                    Client {
+                        rows: Vec::new(),
+                        checking: true,
+                    },
+                ),
+            );
+            let checker = self.checker.clone();
+            let plan = self.plan.clone();
+            let key = key.clone();
+            work.push(Box::pin(async move {
+                let modules = [module];
+                let rows = checker.check_jobs(&plan.jobs(&modules)).await;
+                (key, generation, rows)
+            }) as LocalBoxFuture<'static, Self::Update>);
+        }
+        work
+    }
+
+    fn update(&mut self, (key, generation, rows): Self::Update) {
+        if let Some((seen, client)) = self.clients.get_mut(&key)
+            && *seen == generation
+        {
+            *client = Client {
+                rows,
+                checking: false,
+            };
+        }
+    }
+
+    fn judge(&self, kmm: Progress) -> Progress {
+        Progress {
+            rows: kmm
+                .rows
+                .into_iter()
+                .map(|row| {
+                    let key = (row.namespace.clone(), row.name.clone());
+                    let client = self.clients.get(&key).map(|(_, c)| c);
+                    combine::combine(row, client, &self.object_kernel)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Two preflights at once fight over the same per-Module objects in KMM ≥ 2.4 (kmm-api.md §4.4);
@@ -161,7 +441,7 @@ async fn resolve_release(
 async fn make_room(
     cluster: &Cluster,
     api: &KmmApi,
-    plan: &Plan,
+    plan: &kmm::Plan,
     args: &PreflightArgs,
     term: &Term,
 ) -> Result<()> {
@@ -215,7 +495,7 @@ async fn make_room(
 }
 
 fn report(
-    plan: &Plan,
+    plan: &kmm::Plan,
     inputs: &Inputs,
     result: &str,
     progress: &Progress,
@@ -253,7 +533,8 @@ async fn ctrl_c() {
 }
 
 /// Follow `name` with the live view, then print the verdict. Shared with `status -w`.
-pub async fn follow_to_verdict(
+#[allow(clippy::too_many_arguments)]
+pub async fn follow_to_verdict<J: Judge>(
     cluster: &Cluster,
     resource: &Resource,
     name: &str,
@@ -261,60 +542,95 @@ pub async fn follow_to_verdict(
     format: ReportFormat,
     term: &Term,
     header: String,
+    judge: &mut J,
 ) -> Result<Outcome> {
     let mut live = Live::new(format, term, header);
-    let followed = follow::follow(
-        cluster,
-        resource,
-        name,
-        timeout,
-        ctrl_c(),
-        |step| match step {
-            Step::Changed { progress, .. } => live.changed(progress),
-            Step::Tick => live.tick(),
-            Step::Notice(text) => term.info(&text),
-        },
-    )
-    .await?;
+    let followed =
+        follow::follow(
+            cluster,
+            resource,
+            name,
+            timeout,
+            ctrl_c(),
+            judge,
+            |step| match step {
+                Step::Changed { progress, .. } => live.changed(progress),
+                Step::Tick => live.tick(),
+                Step::Notice(text) => term.info(&text),
+            },
+        )
+        .await?;
     let kernel = followed.object["spec"]["kernelVersion"]
         .as_str()
         .or(followed.object["spec"]["releaseImage"].as_str())
         .unwrap_or("the target")
         .to_string();
     let progress = followed.progress;
+    let checked = progress.rows.iter().any(|r| r.check.is_some());
+    let failed: Vec<&status::Row> = progress
+        .rows
+        .iter()
+        .filter(|r| r.state == State::Failed)
+        .collect();
+    let failure_lines = |lines: &mut Vec<String>| {
+        for row in &failed {
+            lines.push(format!("  {}/{}: {}", row.namespace, row.name, row.why));
+        }
+    };
     let mut lines = Vec::new();
     let (result, status) = match followed.end {
         End::Complete if progress.rows.is_empty() => {
             lines.push("No KMM Modules in the cluster: nothing to verify.".to_string());
             ("Success", ExitStatus::Success)
         }
-        End::Complete if progress.count(status::State::Failed) == 0 => {
+        End::Complete if !failed.is_empty() => {
             lines.push(format!(
-                "All {} Modules verified for {kernel}: safe to upgrade as far as KMM is concerned.",
+                "{} of {} Modules failed verification for {kernel}:",
+                failed.len(),
+                progress.rows.len()
+            ));
+            failure_lines(&mut lines);
+            ("Failure", ExitStatus::VerificationFailed)
+        }
+        End::Complete if progress.count(State::Unknown) > 0 => {
+            lines.push(format!(
+                "{} of {} Modules could not be checked:",
+                progress.count(State::Unknown),
+                progress.rows.len()
+            ));
+            for row in progress.rows.iter().filter(|r| r.state == State::Unknown) {
+                lines.push(format!("  {}/{}: {}", row.namespace, row.name, row.why));
+            }
+            ("Unknown", ExitStatus::Environment)
+        }
+        End::Complete if checked => {
+            lines.push(format!(
+                "All {} Modules verified for {kernel}: KMM's preflight passed them and their \
+                 images hold what the nodes will load.",
                 progress.rows.len()
             ));
             ("Success", ExitStatus::Success)
         }
         End::Complete => {
             lines.push(format!(
-                "{} of {} Modules failed verification for {kernel}:",
-                progress.count(status::State::Failed),
+                "All {} Modules verified for {kernel}: safe to upgrade as far as KMM is concerned.",
                 progress.rows.len()
             ));
-            for row in progress
-                .rows
-                .iter()
-                .filter(|r| r.state == status::State::Failed)
-            {
-                lines.push(format!("  {}/{}: {}", row.namespace, row.name, row.reason));
-            }
-            ("Failure", ExitStatus::VerificationFailed)
+            ("Success", ExitStatus::Success)
         }
         End::TimedOut => {
             let waited = timeout
                 .map(crate::output::preflight::elapsed)
                 .unwrap_or_default();
             let unfinished: Vec<_> = progress.unfinished().cloned().collect();
+            if !failed.is_empty() {
+                lines.push(format!(
+                    "{} of {} Modules failed verification for {kernel}:",
+                    failed.len(),
+                    progress.rows.len()
+                ));
+                failure_lines(&mut lines);
+            }
             lines.push(format!(
                 "Timed out after {waited}: {} of {} Modules are still in progress:",
                 unfinished.len(),
@@ -335,7 +651,7 @@ pub async fn follow_to_verdict(
                     } else {
                         &row.stage
                     },
-                    row.reason
+                    row.why
                 );
                 if let Some(pods) = cluster.pull_pod_reasons(&row.namespace, &row.name).await {
                     line.push_str(&format!("\n    pull pod: {pods}"));
@@ -346,7 +662,12 @@ pub async fn follow_to_verdict(
                 }
                 lines.push(line);
             }
-            ("TimedOut", ExitStatus::TimedOut)
+            // A failure already proven outweighs the ones not finished.
+            if failed.is_empty() {
+                ("TimedOut", ExitStatus::TimedOut)
+            } else {
+                ("Failure", ExitStatus::VerificationFailed)
+            }
         }
         End::Interrupted => {
             lines.push(format!(

@@ -5,6 +5,7 @@ use serde_json::Value;
 use super::preflight::follow_to_verdict;
 use crate::cli::StatusArgs;
 use crate::cluster::Cluster;
+use crate::cluster::follow::KmmOnly;
 use crate::cluster::kmm::{KmmApi, Resource};
 use crate::cluster::status::{self, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
@@ -30,6 +31,7 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
                     args.output,
                     term,
                     header,
+                    &mut KmmOnly,
                 )
                 .await?;
                 let report = report_of(&resource, &object, outcome.result, &outcome.progress);

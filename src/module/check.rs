@@ -96,6 +96,34 @@ pub struct Target {
     pub goarch: String,
 }
 
+/// How each Module's kernels are chosen.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// The same kernels for every Module (`--kernel`).
+    Kernels(Vec<Target>),
+    /// The release's kernels each Module's nodes will boot (`--release`).
+    Release {
+        nodes: Option<Vec<NodeInfo>>,
+        streams: Vec<DtkStream>,
+        goarch: String,
+        force_rt: bool,
+    },
+}
+
+impl Plan {
+    pub fn jobs<'a>(&self, modules: &'a [Module]) -> Vec<Job<'a>> {
+        match self {
+            Plan::Kernels(targets) => Job::all(modules, targets),
+            Plan::Release {
+                nodes,
+                streams,
+                goarch,
+                force_rt,
+            } => Job::for_release(modules, nodes.as_deref(), streams, goarch, *force_rt),
+        }
+    }
+}
+
 /// One Module against one kernel, and what is worth saying about why that kernel.
 #[derive(Debug, Clone)]
 pub struct Job<'a> {

@@ -2,6 +2,7 @@
 //! inside its image as a node's worker pod will (kmm-api.md §5).
 
 pub mod check;
+pub mod combine;
 pub mod kernels;
 pub mod layout;
 pub mod mapping;

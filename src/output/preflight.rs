@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{ReportFormat, Term, stdout, to_json, to_yaml};
-use crate::cluster::status::{Progress, Row, State};
+use crate::cluster::status::{ClientCheck, Progress, Row, State};
 
 /// `12s`, `3m05s`, `1h02m`.
 pub fn elapsed(d: Duration) -> String {
@@ -33,20 +33,32 @@ fn style_for(state: State) -> Style {
     match state {
         State::Verified => Style::new().green(),
         State::Failed => Style::new().red().bold(),
-        State::InProgress => Style::new().yellow(),
+        State::InProgress | State::Unknown => Style::new().yellow(),
         State::Pending => Style::new().dim(),
     }
 }
 
-/// The table: NAMESPACE, MODULE, STATUS, STAGE, REASON and, when given, ELAPSED.
+/// The CHECK cell: the client check's verdict, or `checking` while it runs again.
+fn check_text(row: &Row) -> &str {
+    row.check.as_ref().map_or("-", |c| c.verdict.as_str())
+}
+
+/// The table: NAMESPACE, MODULE, STATUS, STAGE, CHECK (when the client check ran), REASON and,
+/// when given, ELAPSED. STATUS is KMM's word, coloured as KMM means it; CHECK is coloured by the
+/// verdict of both together.
 pub fn table(
     progress: &Progress,
     times: Option<&dyn Fn(&Row) -> Duration>,
     color: bool,
 ) -> Vec<String> {
-    let mut header: Vec<String> = ["NAMESPACE", "MODULE", "STATUS", "STAGE", "REASON"]
+    let checked = progress.rows.iter().any(|r| r.check.is_some());
+    let mut header: Vec<String> = ["NAMESPACE", "MODULE", "STATUS", "STAGE"]
         .map(String::from)
         .to_vec();
+    if checked {
+        header.push("CHECK".into());
+    }
+    header.push("REASON".into());
     if times.is_some() {
         header.push("ELAPSED".into());
     }
@@ -57,22 +69,27 @@ pub fn table(
             row.name.clone(),
             status_text(row).to_string(),
             row.stage.clone(),
-            row.reason.clone(),
         ];
+        if checked {
+            cells.push(check_text(row).to_string());
+        }
+        cells.push(row.why.clone());
         if let Some(t) = times {
             cells.push(elapsed(t(row)));
         }
         rows.push(cells);
     }
     super::align(&rows, &|r, c, cell| {
-        if color && r > 0 && c == 2 {
-            style_for(progress.rows[r - 1].state)
-                .force_styling(true)
-                .apply_to(cell)
-                .to_string()
-        } else {
-            cell
+        if !color || r == 0 {
+            return cell;
         }
+        let row = &progress.rows[r - 1];
+        let style = match c {
+            2 => style_for(crate::cluster::status::state_of(&row.status)),
+            4 if checked => style_for(row.state),
+            _ => return cell,
+        };
+        style.force_styling(true).apply_to(cell).to_string()
     })
 }
 
@@ -85,13 +102,17 @@ pub fn summary(progress: &Progress) -> String {
         format!("{} failed", progress.count(State::Failed)),
         format!("{} in progress", progress.count(State::InProgress)),
     ];
+    let unknown = progress.count(State::Unknown);
+    if unknown > 0 {
+        parts.push(format!("{unknown} not checked"));
+    }
     let pending = progress.count(State::Pending);
     if pending > 0 {
         parts.push(format!("{pending} waiting for a status"));
     }
     format!(
         "{} of {} Modules: {}",
-        progress.count(State::Verified) + progress.count(State::Failed),
+        progress.rows.iter().filter(|r| r.state.is_done()).count(),
         progress.rows.len(),
         parts.join(", ")
     )
@@ -118,7 +139,7 @@ pub struct Live {
     progress: Progress,
     /// When each Module reached its final state.
     done_at: HashMap<(String, String), Duration>,
-    previous: HashMap<(String, String), (String, String, String)>,
+    previous: HashMap<(String, String), (String, String, String, String)>,
     said_no_modules: bool,
 }
 
@@ -192,20 +213,29 @@ impl Live {
                 stdout(&format!("[{}] no Modules in the cluster", elapsed(now)));
             }
             for row in &progress.rows {
-                let current = (row.status.clone(), row.stage.clone(), row.reason.clone());
+                let current = (
+                    row.status.clone(),
+                    row.stage.clone(),
+                    row.why.clone(),
+                    check_text(row).to_string(),
+                );
                 if self.previous.get(&Self::key(row)) != Some(&current) {
-                    let reason = if row.reason.is_empty() {
+                    let reason = if row.why.is_empty() {
                         String::new()
                     } else {
-                        format!(": {}", row.reason)
+                        format!(": {}", row.why)
                     };
                     let stage = if row.stage.is_empty() {
                         String::new()
                     } else {
                         format!(" ({})", row.stage)
                     };
+                    let check = match &row.check {
+                        Some(c) => format!(", check {}", c.verdict),
+                        None => String::new(),
+                    };
                     stdout(&format!(
-                        "[{}] {}/{} {}{stage}{reason}",
+                        "[{}] {}/{} {}{stage}{check}{reason}",
                         elapsed(now),
                         row.namespace,
                         row.name,
@@ -232,7 +262,7 @@ impl Live {
     }
 }
 
-/// One Module in the final report.
+/// One Module in the final report: KMM's word, and the client check's when it ran.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportModule {
@@ -241,6 +271,13 @@ pub struct ReportModule {
     pub verification_status: Option<String>,
     pub verification_stage: Option<String>,
     pub status_reason: Option<String>,
+    /// With the client check: the verdict of both together, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<State>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<ClientCheck>,
 }
 
 /// The one final object of `-o json|yaml`.
@@ -274,6 +311,9 @@ impl Report {
                 verification_status: text(&r.status),
                 verification_stage: text(&r.stage),
                 status_reason: text(&r.reason),
+                result: r.check.as_ref().map(|_| r.state),
+                reason: r.check.as_ref().map(|_| r.why.clone()),
+                check: r.check.clone(),
             })
             .collect()
     }
@@ -303,6 +343,8 @@ mod tests {
                 "Image".into()
             },
             reason: reason.into(),
+            why: reason.into(),
+            check: None,
         }
     }
 

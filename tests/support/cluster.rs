@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::apiserver::{ApiServer, Kmm};
 use super::fixtures::{ReleaseFixture, push_release};
 use super::images::Pusher;
+use super::kmod::simple_image;
 use super::operator::{Operator, OperatorConfig};
 use super::registry::TestRegistry;
 use super::{Context, Run};
@@ -33,9 +34,10 @@ pub fn module_spec(image: &str, build: bool) -> Value {
     json!({"selector": {"node-role.kubernetes.io/worker": ""}, "moduleLoader": {"container": container}})
 }
 
-/// The image a `module_spec` image resolves to for `kernel` (KMM's KERNEL_FULL_VERSION).
+/// The image a `module_spec` image resolves to for `kernel` (KMM's KERNEL_FULL_VERSION, from
+/// the normalised kernel: `+rt` becomes `_rt`).
 pub fn resolved(image: &str, kernel: &str) -> String {
-    image.replace("${KERNEL_FULL_VERSION}", kernel)
+    image.replace("${KERNEL_FULL_VERSION}", &kernel.replace('+', "_"))
 }
 
 impl TestCluster {
@@ -85,13 +87,32 @@ impl TestCluster {
         &self.release.kernel
     }
 
-    /// Add a Module; `present` says whether its image for the release's kernel exists.
-    pub fn module(&self, namespace: &str, name: &str, present: bool, build: bool) {
-        let image = format!("quay.io/vendor/{name}:${{KERNEL_FULL_VERSION}}");
-        if present && let Some(op) = &self.operator {
-            op.configure(|o| {
-                o.images.insert(resolved(&image, self.kernel()));
-            });
+    /// Add a Module whose image is in the test registry; `present` says whether it exists for
+    /// the release's kernel and its RT kernel (a real kmod image, holding the module for that
+    /// kernel, which the simulated operator knows as existing).
+    pub async fn module(&self, namespace: &str, name: &str, present: bool, build: bool) {
+        let image = format!(
+            "{}/vendor/{name}:${{KERNEL_FULL_VERSION}}",
+            self.registry.addr
+        );
+        if present {
+            let pusher = Pusher::new(&self.registry);
+            for kernel in [self.kernel().to_string(), format!("{}+rt", self.kernel())] {
+                let tag = resolved(&image, &kernel);
+                let tag = tag.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+                pusher
+                    .push_image(
+                        &format!("vendor/{name}"),
+                        Some(tag),
+                        &simple_image("kmod", &kernel),
+                    )
+                    .await;
+                if let Some(op) = &self.operator {
+                    op.configure(|o| {
+                        o.images.insert(resolved(&image, &kernel));
+                    });
+                }
+            }
         }
         self.api
             .add_module(namespace, name, module_spec(&image, build));

@@ -341,3 +341,19 @@ pub fn base_layer() -> Vec<u8> {
         )
         .finish()
 }
+
+/// An amd64 kmod image: the base layer, then `module` for `kernel` under `/opt`, indexed by depmod.
+pub fn simple_image(module: &str, kernel: &str) -> super::images::Image {
+    use super::images::{self, Flavor};
+    let mut tree = Tree::new();
+    tree.module("/opt", kernel, &Ko::new(module))
+        .depmod("/opt", kernel);
+    images::Image {
+        flavor: Flavor::Docker,
+        goarch: "amd64",
+        layers: [base_layer(), tree.layer()]
+            .into_iter()
+            .map(|t| images::layer(t, images::Compression::Gzip, Flavor::Docker))
+            .collect(),
+    }
+}

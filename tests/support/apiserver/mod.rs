@@ -448,13 +448,23 @@ impl ApiServer {
     }
 
     /// Wait until `condition` holds, re-checked on every request and watch start or end.
+    /// Wait for the request (or watch start or end) after which `condition` holds. The bound
+    /// only turns a test that would hang into one that fails.
     pub async fn wait_until(&self, condition: impl Fn() -> bool) {
-        loop {
-            let notified = self.shared.request_seen.notified();
-            if condition() {
-                return;
+        let wait = async {
+            loop {
+                let notified = self.shared.request_seen.notified();
+                if condition() {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
+        };
+        if tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .is_err()
+        {
+            panic!("the API server never saw what the test waited for");
         }
     }
 
