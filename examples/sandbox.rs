@@ -4,12 +4,13 @@
 //! driver-toolkit and kmod images built with gcc and depmod, the test API server with KMM 2.4's
 //! CRDs, two nodes and four Modules, and the simulated KMM operator — then runs
 //! `kubectl kmm preflight --release 4.19.0` (or `check`) through kubectl on your terminal, and
-//! stops the peers when it ends (with its exit code).
+//! stops the peers when it ends (with its exit code). Its ClusterVersion offers 4.19.0 and,
+//! with a risk, 4.19.1 (`./scripts/try-it check --updates`).
 //!
 //! The Modules: nvidia-gpu's image holds its module for the new kernel; mlx5's image is missing
 //! and its build section has its ConfigMap; nvme-of's image exists but holds modules for the
-//! old kernel only (KMM 2.4's preflight passes it, `check` does not); can-bus's image is missing
-//! and its build names a ConfigMap that does not exist.
+//! old kernel only (KMM 2.4's preflight passes it, the client check does not); can-bus's image
+//! is missing and it has no build (KMM 2.4 would wait for it forever).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::apiserver::Kmm;
 use support::cluster::{TestCluster, VERSION, module_spec, resolved};
+use support::fixtures::push_release;
 use support::images::Pusher;
 use support::kmod::simple_image;
 
@@ -79,7 +81,7 @@ async fn run(extra: Vec<String>) -> ExitCode {
     c.api
         .add_module("storage", "nvme-of", module_spec(&image("nvme-of"), false));
     c.api
-        .add_module("edge", "can-bus", module_spec(&image("can-bus"), true));
+        .add_module("edge", "can-bus", module_spec(&image("can-bus"), false));
 
     let plugin = support::plugin_binary();
     let plugin_dir = plugin
@@ -91,18 +93,26 @@ async fn run(extra: Vec<String>) -> ExitCode {
         "sandbox: registry http://{} (release {VERSION}), API server {}, KMM 2.4, 2 nodes, 4 Modules",
         c.registry.addr, c.api.url
     );
+    // The cluster is on 4.18.15 and offered 4.19.0, and 4.19.1 with a known risk.
+    let next = push_release(&pusher, &c.registry.addr, "4.19.1", "amd64").await;
+    c.api.put(
+        "config.openshift.io",
+        "ClusterVersion",
+        json!({"metadata": {"name": "version"}, "spec": {"channel": "stable-4.19"},
+               "status": {"desired": {"version": "4.18.15", "image": format!("{}/ocp/release@sha256:{}", c.registry.addr, "0".repeat(64))},
+                          "availableUpdates": [{"version": VERSION, "image": c.release.release.reference}],
+                          "conditionalUpdates": [{"release": {"version": "4.19.1", "image": next.release.reference},
+                              "risks": [{"name": "SandboxRisk", "message": "an example risk", "url": "https://example.com/risk", "matchingRules": []}]}]}}),
+    );
     let (command, extra) = match extra.first().map(String::as_str) {
         Some("check") => ("check", &extra[1..]),
         _ => ("preflight", &extra[..]),
     };
-    let mut args = vec![
-        "kmm".to_string(),
-        command.into(),
-        "--release".into(),
-        VERSION.into(),
-        "--insecure-registry".into(),
-        c.registry.addr.clone(),
-    ];
+    let mut args = vec!["kmm".to_string(), command.into()];
+    if !extra.iter().any(|a| a == "--updates") {
+        args.extend(["--release".to_string(), VERSION.to_string()]);
+    }
+    args.extend(["--insecure-registry".to_string(), c.registry.addr.clone()]);
     args.extend(extra.iter().cloned());
     eprintln!("sandbox: kubectl {}\n", args.join(" "));
     let status = tokio::process::Command::new("kubectl")

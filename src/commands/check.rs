@@ -346,8 +346,14 @@ async fn matrix(
         )
     }))
     .await;
-    let mut releases = Vec::new();
+    let mut releases: Vec<ReleaseEntry> = Vec::new();
     for (release, answer) in listed.iter().zip(resolved) {
+        // `--release 4.19.0 --updates` may name a release twice.
+        if let Ok(answer) = &answer
+            && releases.iter().any(|r| r.version == answer.release_version)
+        {
+            continue;
+        }
         let label = match &release.spec {
             ReleaseSpec::Version(v) => v.clone(),
             ReleaseSpec::PullSpec(image) => image.to_string(),

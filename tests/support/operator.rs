@@ -32,6 +32,10 @@ pub struct OperatorConfig {
     pub kmm: Kmm,
     /// Container images that exist (the nodes can pull them).
     pub images: HashSet<String>,
+    /// Of those, the ones without `<dirName>/lib/modules/<kernel>/<moduleName>.ko`: KMM ≤ 2.3's
+    /// registry check finds that out (False, "does not contain kernel module"); KMM ≥ 2.4 never
+    /// looks inside (Success).
+    pub without_module: HashSet<String>,
     /// Digest-pinned release image → (kernel, RT kernel), for eras A/B.
     pub releases: HashMap<String, (String, Option<String>)>,
     /// How a build (or sign) of a missing image ends.
@@ -45,6 +49,7 @@ impl OperatorConfig {
         OperatorConfig {
             kmm,
             images: HashSet::new(),
+            without_module: HashSet::new(),
             releases: HashMap::new(),
             builds_succeed: true,
             step: Duration::from_millis(300),
@@ -239,9 +244,14 @@ impl Reconciler {
             .to_string();
         let key = (pv.to_string(), namespace.clone(), name.clone());
         let era_c = self.era_c();
-        let (step, exists_set, builds_succeed) = {
+        let (step, exists_set, without_module, builds_succeed) = {
             let c = self.config.lock().unwrap();
-            (c.step, c.images.clone(), c.builds_succeed)
+            (
+                c.step,
+                c.images.clone(),
+                c.without_module.clone(),
+                c.builds_succeed,
+            )
         };
         let entry = |status: &'static str, stage: &'static str, reason: String| Entry {
             namespace: namespace.clone(),
@@ -295,6 +305,15 @@ impl Reconciler {
             } else {
                 entry("False", "Image", String::new())
             }
+        } else if exists && !era_c && without_module.contains(&mapped.image) {
+            entry(
+                "False",
+                "Requeued",
+                format!(
+                    "image {} does not contain kernel module for kernel {kernel} on any layer",
+                    mapped.image
+                ),
+            )
         } else if exists {
             if era_c {
                 entry("Success", "Done", "verified image exists".into())

@@ -595,6 +595,14 @@ impl ApiServer {
         }
     }
 
+    /// Change a Module's spec as `kubectl edit` would: its `generation` moves.
+    pub fn update_module(&self, namespace: &str, name: &str, spec: Value) {
+        let ty = self.ty("kmm.sigs.x-k8s.io", "Module");
+        self.store
+            .update(&ty, namespace, name, |o| o["spec"] = spec.clone())
+            .unwrap_or_else(|e| panic!("cannot update Module {namespace}/{name}: {}", e.message));
+    }
+
     /// A Secret of registry credentials (`kubernetes.io/dockerconfigjson`).
     pub fn add_registry_secret(&self, namespace: &str, name: &str, auth_file: &str) {
         use base64::Engine;
