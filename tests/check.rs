@@ -122,6 +122,13 @@ fn rows(run: &Run) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The reason of `name`'s row for `kernel`.
+fn reason_of<'a>(rows: &'a [Value], name: &str, kernel: &str) -> &'a str {
+    row(rows, name, kernel)["reason"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 fn row<'a>(rows: &'a [Value], name: &str, kernel: &str) -> &'a Value {
     rows.iter()
         .find(|r| r["name"] == name && r["kernel"] == kernel)
@@ -272,7 +279,7 @@ async fn what_is_missing_inside_an_image_fails_and_says_why() {
     for r in &rows {
         assert_eq!(r["verdict"], "Failed", "{r:#}");
     }
-    let reason = |name: &str| row(&rows, name, K)["reason"].as_str().unwrap().to_string();
+    let reason = |name: &str| reason_of(&rows, name, K).to_string();
     let digest_of = |repo: &str| {
         let r = reason(repo);
         assert!(r.contains(&format!("{addr}/vendor/{repo}@sha256:")), "{r}");
@@ -383,15 +390,11 @@ async fn loading_order_and_firmware() {
         "{ordered:#}"
     );
     assert!(
-        row(&rows, "missing-in-order", K)["reason"]
-            .as_str()
-            .unwrap()
+        reason_of(&rows, "missing-in-order", K)
             .starts_with("modules.dep.bin does not list mlx5_ib"),
     );
     assert!(
-        row(&rows, "no-firmware", K)["reason"]
-            .as_str()
-            .unwrap()
+        reason_of(&rows, "no-firmware", K)
             .starts_with("firmwarePath /opt/lib/firmware/mlx9 is not in")
     );
 }
@@ -683,16 +686,12 @@ async fn platforms_of_manifest_lists_and_single_images() {
     let rows = rows(&run);
     assert_eq!(row(&rows, "multi", K)["verdict"], "Ready");
     assert!(
-        row(&rows, "armonly", K)["reason"]
-            .as_str()
-            .unwrap()
+        reason_of(&rows, "armonly", K)
             .ends_with("has no image for platform linux/amd64 (it offers: linux/arm64)"),
         "{rows:#?}"
     );
     assert!(
-        row(&rows, "armsingle", K)["reason"]
-            .as_str()
-            .unwrap()
+        reason_of(&rows, "armsingle", K)
             .ends_with("is a linux/arm64 image; the nodes are linux/amd64"),
         "{rows:#?}"
     );
@@ -810,9 +809,7 @@ async fn module_files_need_no_cluster_and_bring_their_secrets() {
     assert_eq!(row(&rows, "gpu", K)["verdict"], "Ready", "{run:?}");
     // The build's ConfigMap is not in the files: KMM could not build it.
     assert!(
-        row(&rows, "built", K)["reason"]
-            .as_str()
-            .unwrap()
+        reason_of(&rows, "built", K)
             .ends_with("the build's Dockerfile, ConfigMap vendor/df, does not exist"),
         "{rows:#?}"
     );
@@ -1147,12 +1144,9 @@ async fn each_module_is_checked_against_the_kernels_its_nodes_boot() {
             .all(|r| !(r["name"] == "rt-only" && r["kernel"] == kernel.as_str()))
     );
     assert!(
-        row(&rows, "nobody", &kernel)["reason"]
-            .as_str()
-            .unwrap()
-            .ends_with(
-                "(no linux/amd64 node matches its selector: checked against the standard kernel)"
-            ),
+        reason_of(&rows, "nobody", &kernel).ends_with(
+            "(no linux/amd64 node matches its selector: checked against the standard kernel)"
+        ),
         "{rows:#?}"
     );
     assert_eq!(run.json()["kernels"], json!([kernel, rt]));

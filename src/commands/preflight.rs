@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::cli::{DryRun, PreflightArgs};
 use crate::cluster::Cluster;
-use crate::cluster::follow::{self, End, Judge, KmmOnly, Step};
+use crate::cluster::follow::{self, End, Judge, Step};
 use crate::cluster::kmm::{self, Inputs, KmmApi, Resource};
 use crate::cluster::status::{self, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
@@ -141,25 +141,21 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     }
 
     // The client check first: what the nodes will find in each image, before KMM is asked.
-    let mut judge = if client_check {
-        let checker = Setup::checker(
+    let checker = client_check.then(|| {
+        Setup::checker(
             &registries.modules,
             &cache,
             Setup::cluster_objects(cluster.clone()),
             term,
-        );
-        Some(
-            ClientJudge::start(
-                checker,
-                target.plan.clone(),
-                &inputs.kernel_version,
-                &modules,
-            )
-            .await,
         )
-    } else {
-        None
-    };
+    });
+    let mut judge = ClientJudge::start(
+        checker,
+        target.plan.clone(),
+        &inputs.kernel_version,
+        &modules,
+    )
+    .await;
 
     make_room(&cluster, &api, &plan, &args, term).await?;
     cluster.create(&plan.resource, &plan.object).await?;
@@ -167,10 +163,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
 
     if args.no_wait {
         // KMM has said nothing yet: what the client check found is all there is.
-        let progress = match &judge {
-            Some(judge) => judge.judge(status::evaluate(&judge.refs(), &[])),
-            None => Progress::default(),
-        };
+        let progress = judge.judge(status::evaluate(&judge.refs(), &[]));
         let report = report(&plan, inputs, "Created", &progress, None);
         match report.render(args.output) {
             Some(text) => output::stdout(&text),
@@ -190,34 +183,17 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         "{} {name}: kernel {}",
         plan.resource.kind, inputs.kernel_version
     );
-    let outcome = match judge.as_mut() {
-        Some(judge) => {
-            follow_to_verdict(
-                &cluster,
-                &plan.resource,
-                &name,
-                args.timeout.0,
-                args.output,
-                term,
-                header,
-                judge,
-            )
-            .await?
-        }
-        None => {
-            follow_to_verdict(
-                &cluster,
-                &plan.resource,
-                &name,
-                args.timeout.0,
-                args.output,
-                term,
-                header,
-                &mut KmmOnly,
-            )
-            .await?
-        }
-    };
+    let outcome = follow_to_verdict(
+        &cluster,
+        &plan.resource,
+        &name,
+        args.timeout.0,
+        args.output,
+        term,
+        header,
+        &mut judge,
+    )
+    .await?;
     let report = report(&plan, inputs, outcome.result, &outcome.progress, None);
     if let Some(text) = report.render(args.output) {
         output::stdout(&text);
@@ -310,9 +286,9 @@ fn release_target(
 }
 
 /// KMM's entries and the client check together (module::combine), checking again the Modules
-/// that change while followed.
+/// that change while followed. Without a checker (`--no-client-check`), KMM's entries as they are.
 struct ClientJudge {
-    checker: Arc<Checker>,
+    checker: Option<Arc<Checker>>,
     plan: Plan,
     object_kernel: String,
     /// The client check's rows per Module, and the generation they are for.
@@ -328,16 +304,21 @@ fn key_of(module: &Module) -> Key {
 
 impl ClientJudge {
     async fn start(
-        checker: Arc<Checker>,
+        checker: Option<Arc<Checker>>,
         plan: Plan,
         object_kernel: &str,
         modules: &[Module],
     ) -> Self {
-        let rows = checker.check_jobs(&plan.jobs(modules)).await;
-        let mut clients: BTreeMap<Key, (Option<i64>, Client)> = modules
-            .iter()
-            .map(|m| (key_of(m), (m.metadata.generation, Client::default())))
-            .collect();
+        let rows = match &checker {
+            Some(checker) => checker.check_jobs(&plan.jobs(modules)).await,
+            None => Vec::new(),
+        };
+        let mut clients: BTreeMap<Key, (Option<i64>, Client)> = BTreeMap::new();
+        if checker.is_some() {
+            for m in modules {
+                clients.insert(key_of(m), (m.metadata.generation, Client::default()));
+            }
+        }
         for row in rows {
             if let Some((_, client)) = clients.get_mut(&(row.namespace.clone(), row.name.clone())) {
                 client.rows.push(row);
@@ -371,6 +352,9 @@ impl Judge for ClientJudge {
         modules: &BTreeMap<Key, Value>,
     ) -> Vec<LocalBoxFuture<'static, Self::Update>> {
         let mut work = Vec::new();
+        let Some(checker) = &self.checker else {
+            return work;
+        };
         self.clients.retain(|key, _| modules.contains_key(key));
         for (key, value) in modules {
             let Ok(module) = Module::from_value(value) else {
@@ -398,7 +382,7 @@ impl Judge for ClientJudge {
                     },
                 ),
             );
-            let checker = self.checker.clone();
+            let checker = checker.clone();
             let plan = self.plan.clone();
             let key = key.clone();
             work.push(Box::pin(async move {
