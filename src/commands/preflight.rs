@@ -291,8 +291,8 @@ struct ClientJudge {
     checker: Option<Arc<Checker>>,
     plan: Plan,
     object_kernel: String,
-    /// The client check's rows per Module, and the generation they are for.
-    clients: BTreeMap<Key, (Option<i64>, Client)>,
+    /// The client check's rows per Module, and the version of the Module they are for.
+    clients: BTreeMap<Key, (Version, Client)>,
 }
 
 fn key_of(module: &Module) -> Key {
@@ -300,6 +300,14 @@ fn key_of(module: &Module) -> Key {
         module.metadata.namespace.clone(),
         module.metadata.name.clone(),
     )
+}
+
+/// Which Module, as it is: a new object of the same name has another uid, an edit moves the
+/// generation.
+type Version = (Option<String>, Option<i64>);
+
+fn version_of(module: &Module) -> Version {
+    (module.metadata.uid.clone(), module.metadata.generation)
 }
 
 impl ClientJudge {
@@ -313,10 +321,10 @@ impl ClientJudge {
             Some(checker) => checker.check_jobs(&plan.jobs(modules)).await,
             None => Vec::new(),
         };
-        let mut clients: BTreeMap<Key, (Option<i64>, Client)> = BTreeMap::new();
+        let mut clients: BTreeMap<Key, (Version, Client)> = BTreeMap::new();
         if checker.is_some() {
             for m in modules {
-                clients.insert(key_of(m), (m.metadata.generation, Client::default()));
+                clients.insert(key_of(m), (version_of(m), Client::default()));
             }
         }
         for row in rows {
@@ -345,7 +353,7 @@ impl ClientJudge {
 }
 
 impl Judge for ClientJudge {
-    type Update = (Key, Option<i64>, Vec<CheckRow>);
+    type Update = (Key, Version, Vec<CheckRow>);
 
     fn modules(
         &mut self,
@@ -363,11 +371,11 @@ impl Judge for ClientJudge {
             if module.is_deleting() || module.container().is_none() {
                 continue;
             }
-            let generation = module.metadata.generation;
+            let version = version_of(&module);
             if self
                 .clients
                 .get(key)
-                .is_some_and(|(seen, _)| *seen == generation)
+                .is_some_and(|(seen, _)| *seen == version)
             {
                 continue;
             }
@@ -375,7 +383,7 @@ impl Judge for ClientJudge {
             self.clients.insert(
                 key.clone(),
                 (
-                    generation,
+                    version.clone(),
                     Client {
                         rows: Vec::new(),
                         checking: true,
@@ -388,15 +396,15 @@ impl Judge for ClientJudge {
             work.push(Box::pin(async move {
                 let modules = [module];
                 let rows = checker.check_jobs(&plan.jobs(&modules)).await;
-                (key, generation, rows)
+                (key, version, rows)
             }) as LocalBoxFuture<'static, Self::Update>);
         }
         work
     }
 
-    fn update(&mut self, (key, generation, rows): Self::Update) {
+    fn update(&mut self, (key, version, rows): Self::Update) {
         if let Some((seen, client)) = self.clients.get_mut(&key)
-            && *seen == generation
+            && *seen == version
         {
             *client = Client {
                 rows,

@@ -20,6 +20,8 @@ pub struct Metadata {
     pub deletion_timestamp: Option<String>,
     #[serde(default)]
     pub generation: Option<i64>,
+    #[serde(default)]
+    pub uid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
