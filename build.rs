@@ -25,4 +25,15 @@ fn main() {
         "cargo:rustc-env=KUBECTL_KMM_TARGET={}",
         std::env::var("TARGET").unwrap_or_default()
     );
+    // `os/arch` as krew names platforms.
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let arch = match std::env::var("CARGO_CFG_TARGET_ARCH")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "x86_64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        other => other.to_string(),
+    };
+    println!("cargo:rustc-env=KUBECTL_KMM_PLATFORM={os}/{arch}");
 }

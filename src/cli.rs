@@ -12,7 +12,7 @@ use crate::release::Arch;
 #[command(
     name = "kubectl-kmm",
     bin_name = "kubectl kmm",
-    version,
+    version = crate::commands::version::TEXT,
     about = "Kernel Module Management helpers: check that every KMM Module will work on an OpenShift release before upgrading",
     propagate_version = true,
     after_help = TOP_EXAMPLES
@@ -187,8 +187,9 @@ pub struct KubeArgs {
     #[arg(long = "as-group", value_name = "GROUP")]
     pub as_group: Vec<String>,
 
-    /// Give up on a request after this long (0: never)
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_timeout)]
+    /// Give up on a request after this long, retries included (0: never for the API server;
+    /// registries: 30s)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub request_timeout: Timeout,
 
     /// Do not verify the API server's certificate (insecure)
@@ -205,14 +206,10 @@ pub enum DryRun {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").args(["release", "kernel"]).required(true))]
 pub struct PreflightArgs {
     /// OpenShift version (4.19.0) or release pull spec: its driver-toolkit gives the kernel
-    #[arg(
-        long,
-        value_name = "VERSION|PULLSPEC",
-        required_unless_present = "kernel",
-        conflicts_with = "kernel"
-    )]
+    #[arg(long, value_name = "VERSION|PULLSPEC", conflicts_with = "kernel")]
     pub release: Option<String>,
 
     /// The target kernel, when you already know it (instead of --release)
@@ -236,7 +233,7 @@ pub struct PreflightArgs {
     pub name: Option<String>,
 
     /// Stop following after this long and exit 3 (0: never)
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Timeout,
 
     /// Create the object and exit without following it
@@ -267,8 +264,9 @@ pub struct PreflightArgs {
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: ReportFormat,
 
-    /// Architecture (default: the cluster nodes'; a mixed cluster uses the multi payload)
-    #[arg(long, value_enum, value_name = "ARCH")]
+    /// Architecture: x86_64 (amd64), aarch64 (arm64), ppc64le, s390x (default: the cluster
+    /// nodes'; a mixed cluster uses the multi payload)
+    #[arg(long, value_enum, value_name = "ARCH", hide_possible_values = true)]
     pub arch: Option<Arch>,
 
     #[command(flatten)]
@@ -282,6 +280,7 @@ pub struct PreflightArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").args(["release", "kernel", "updates"]).required(true).multiple(true))]
 pub struct CheckArgs {
     /// Only these Modules (by name; default: all)
     #[arg(value_name = "MODULE")]
@@ -289,12 +288,7 @@ pub struct CheckArgs {
 
     /// OpenShift version (4.19.0) or release pull spec: the kernels of its driver-toolkits
     /// (repeatable: one row per release)
-    #[arg(
-        long,
-        value_name = "VERSION|PULLSPEC",
-        required_unless_present_any = ["kernel", "updates"],
-        conflicts_with = "kernel"
-    )]
+    #[arg(long, value_name = "VERSION|PULLSPEC", conflicts_with = "kernel")]
     pub release: Vec<String>,
 
     /// Every update the cluster is offered (ClusterVersion availableUpdates and
@@ -333,8 +327,9 @@ pub struct CheckArgs {
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: ReportFormat,
 
-    /// Architecture of the nodes (default: from the kernel's name, else the cluster's nodes)
-    #[arg(long, value_enum, value_name = "ARCH")]
+    /// Architecture of the nodes: x86_64 (amd64), aarch64 (arm64), ppc64le, s390x (default:
+    /// from the kernel's name, else the cluster's nodes)
+    #[arg(long, value_enum, value_name = "ARCH", hide_possible_values = true)]
     pub arch: Option<Arch>,
 
     #[command(flatten)]
@@ -357,7 +352,7 @@ pub struct StatusArgs {
     pub watch: bool,
 
     /// With -w: stop following after this long and exit 3 (0: never)
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Timeout,
 
     /// Output: a table, or JSON or YAML
@@ -386,13 +381,18 @@ pub struct DtkArgs {
     #[arg(long, value_name = "VERSION|PULLSPEC")]
     pub release: String,
 
-    /// Architecture of the payload and driver-toolkit
-    #[arg(long, value_enum, value_name = "ARCH")]
+    /// Architecture of the payload and driver-toolkit: x86_64 (amd64, the default), aarch64
+    /// (arm64), ppc64le, s390x
+    #[arg(long, value_enum, value_name = "ARCH", hide_possible_values = true)]
     pub arch: Option<Arch>,
 
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Format,
+
+    /// Give up on a registry request after this long, retries included (default 30s)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_timeout, allow_hyphen_values = true)]
+    pub request_timeout: Timeout,
 
     #[command(flatten)]
     pub release_repo: ReleaseRepoArgs,
@@ -440,10 +440,106 @@ pub struct RegistryArgs {
     pub icsp_file: Option<PathBuf>,
 }
 
+/// kubectl users write flags before the subcommand too (`kubectl kmm --context prod status`):
+/// move what stands between the program name and the subcommand to just after the subcommand,
+/// where clap knows it. Which flags take a value is read from the definitions above.
+pub fn hoist_flags(args: Vec<String>) -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .flat_map(|s| {
+            std::iter::once(s.get_name().to_string()).chain(s.get_all_aliases().map(str::to_string))
+        })
+        .collect();
+    let mut long_values = std::collections::HashSet::new();
+    let mut short_values = std::collections::HashSet::new();
+    for arg in command
+        .get_subcommands()
+        .flat_map(|s| s.get_arguments())
+        .chain(command.get_arguments())
+    {
+        if arg.get_action().takes_values() {
+            if let Some(long) = arg.get_long() {
+                long_values.insert(long.to_string());
+            }
+            if let Some(short) = arg.get_short() {
+                short_values.insert(short);
+            }
+        }
+    }
+    let mut i = 1;
+    while i < args.len() {
+        let token = &args[i];
+        if subcommands.contains(token) {
+            break;
+        }
+        if token == "--" || !token.starts_with('-') {
+            return args; // not flags followed by a subcommand: leave it to clap
+        }
+        let takes_value = if let Some(long) = token.strip_prefix("--") {
+            !long.contains('=') && long_values.contains(long)
+        } else {
+            let mut chars = token.chars().skip(1);
+            let first = chars.next();
+            chars.next().is_none() && first.is_some_and(|c| short_values.contains(&c))
+        };
+        i += if takes_value { 2 } else { 1 };
+    }
+    if i >= args.len() || i == 1 {
+        return args;
+    }
+    let mut hoisted = vec![args[0].clone(), args[i].clone()];
+    hoisted.extend_from_slice(&args[1..i]);
+    hoisted.extend_from_slice(&args[i + 1..]);
+    hoisted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    fn hoisted(line: &str) -> String {
+        hoist_flags(line.split(' ').map(String::from).collect()).join(" ")
+    }
+
+    #[test]
+    fn flags_before_the_subcommand_move_after_it() {
+        assert_eq!(
+            hoisted("kubectl-kmm --context prod status"),
+            "kubectl-kmm status --context prod"
+        );
+        assert_eq!(
+            hoisted("kubectl-kmm -v --kubeconfig k -o json status x -w"),
+            "kubectl-kmm status -v --kubeconfig k -o json x -w"
+        );
+        // A flag's value that looks like a subcommand stays a value.
+        assert_eq!(
+            hoisted("kubectl-kmm --context status check --kernel k"),
+            "kubectl-kmm check --context status --kernel k"
+        );
+        assert_eq!(
+            hoisted("kubectl-kmm status --context x"),
+            "kubectl-kmm status --context x"
+        );
+        assert_eq!(hoisted("kubectl-kmm --version"), "kubectl-kmm --version");
+        assert_eq!(
+            hoisted("kubectl-kmm --context=prod dtk"),
+            "kubectl-kmm dtk --context=prod"
+        );
+        let parsed = Cli::try_parse_from(hoist_flags(
+            "kubectl-kmm --context prod --request-timeout 5s status"
+                .split(' ')
+                .map(String::from)
+                .collect(),
+        ))
+        .unwrap();
+        let Command::Status(status) = parsed.command else {
+            panic!()
+        };
+        assert_eq!(status.kube.context.as_deref(), Some("prod"));
+    }
 
     #[test]
     fn definitions_are_consistent() {

@@ -100,6 +100,19 @@ pub enum Error {
     #[error("registry {registry} is unreachable: {detail}")]
     RegistryUnreachable { registry: String, detail: String },
 
+    #[error("registry {registry} did not answer within {} while reading {image}", humantime::format_duration(*after))]
+    RegistryTimeout {
+        registry: String,
+        image: String,
+        after: std::time::Duration,
+    },
+
+    #[error("gave up after {} (--timeout) while {step}", humantime::format_duration(*after))]
+    DeadlineExceeded {
+        after: std::time::Duration,
+        step: String,
+    },
+
     #[error("TLS connection to registry {registry} failed: {detail}")]
     RegistryTls { registry: String, detail: String },
 
@@ -123,6 +136,9 @@ pub enum Error {
 
     #[error("no usable kubeconfig: {detail}")]
     Kubeconfig { detail: String },
+
+    #[error("the kubeconfig {} does not exist", path.display())]
+    KubeconfigMissing { path: PathBuf },
 
     #[error("cannot reach the cluster at {server}: {detail}")]
     ClusterUnreachable { server: String, detail: String },
@@ -148,6 +164,13 @@ pub enum Error {
 
     #[error("other preflight objects exist: {names}")]
     ExistingPreflights { names: String },
+
+    #[error("{kind} {name} exists with another spec: {difference}")]
+    PreflightDiffers {
+        kind: String,
+        name: String,
+        difference: String,
+    },
 
     #[error("no preflight object named {name}")]
     PreflightNotFound { name: String },
@@ -191,6 +214,7 @@ impl Error {
             | Error::CorruptLayer { .. }
             | Error::AlreadyExists { .. }
             | Error::ExistingPreflights { .. }
+            | Error::PreflightDiffers { .. }
             | Error::PreflightNotFound { .. } => ExitStatus::BadInput,
             Error::MirrorsFailed { all_not_found, .. } => {
                 if *all_not_found {
@@ -202,10 +226,13 @@ impl Error {
             Error::ClusterApi { code, .. } if (400..500).contains(code) => ExitStatus::BadInput,
             Error::Unauthorized { .. }
             | Error::RegistryUnreachable { .. }
+            | Error::RegistryTimeout { .. }
+            | Error::DeadlineExceeded { .. }
             | Error::RegistryTls { .. }
             | Error::RegistryProtocol { .. }
             | Error::TagNotMirrored { .. }
             | Error::Kubeconfig { .. }
+            | Error::KubeconfigMissing { .. }
             | Error::ClusterUnreachable { .. }
             | Error::ClusterUnauthorized { .. }
             | Error::Forbidden { .. }
@@ -266,6 +293,16 @@ impl Error {
                 "check the network path to {registry} (proxy settings, firewall, DNS); for a \
                  disconnected cluster use its mirror registry"
             ),
+            Error::RegistryTimeout { registry, .. } => format!(
+                "the registry accepted the connection but sent nothing: check {registry} (or the \
+                 proxy in front of it); --request-timeout sets how long a request may take \
+                 (30s for registries by default)"
+            ),
+            Error::DeadlineExceeded { .. } => {
+                "--timeout bounds the whole command; give it more time, or find out why that \
+                 step is slow with -v"
+                    .into()
+            }
             Error::RegistryTls { registry, .. } => format!(
                 "add the registry's CA with --registry-ca FILE, or, for a test registry only, \
                  --insecure-registry {registry}"
@@ -286,10 +323,16 @@ impl Error {
             Error::Kubeconfig { .. } => {
                 "log in with `oc login` (or point --kubeconfig / KUBECONFIG at a kubeconfig)".into()
             }
-            Error::ClusterUnreachable { .. } => {
-                "check --context/--kubeconfig and the network path to the API server; \
-                 --request-timeout bounds each request"
+            Error::KubeconfigMissing { .. } => {
+                "check the path given to --kubeconfig (without it, KUBECONFIG or ~/.kube/config is \
+                 read)"
                     .into()
+            }
+            Error::ClusterUnreachable { detail, .. } if detail.contains("--request-timeout") => {
+                "check --context/--kubeconfig and the network path to the API server".into()
+            }
+            Error::ClusterUnreachable { .. } => {
+                "check --context/--kubeconfig and the network path to the API server".into()
             }
             Error::ClusterUnauthorized { .. } => {
                 "log in again (`oc login`), or pick another --context or --user".into()
@@ -314,6 +357,10 @@ impl Error {
                  add --replace to delete them first (or delete them yourself)"
                     .into()
             }
+            Error::PreflightDiffers { name, .. } => format!(
+                "add --replace to delete it and create this one, pick another --name, or follow \
+                 it as it is with `kubectl kmm status {name} -w`"
+            ),
             Error::PreflightNotFound { .. } => {
                 "list the preflights with `kubectl kmm status`".into()
             }

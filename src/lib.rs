@@ -29,7 +29,7 @@ pub fn main() -> ExitCode {
         return commands::completion::protocol(&args[2..]).into();
     }
 
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse_from(cli::hoist_flags(args)) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -586,7 +586,8 @@ async fn existing_preflights_are_never_replaced_silently() {
     assert!(c.pvo("last-week").is_none());
     assert!(c.pvo("preflight-4-19-0").is_some());
 
-    // Same name on KMM 2.3 (where other names do not conflict): exit 2 with the way out.
+    // Same name and another spec on KMM 2.3 (where other names do not conflict): exit 2
+    // naming the difference and the way out.
     let old = TestCluster::start(Kmm::Ocp23).await;
     old.api.put(
         GROUP,
@@ -595,13 +596,16 @@ async fn existing_preflights_are_never_replaced_silently() {
     );
     old.module("gpu-operator", "nvidia-gpu", true, false).await;
     old.preflight(&[]).await.expect_code(0);
-    let run = old.preflight(&[]).await.expect_code(2);
+    let run = old.preflight(&["--push-built-image"]).await.expect_code(2);
     assert!(
-        run.stderr
-            .contains("PreflightValidationOCP/preflight-4-19-0"),
+        run.stderr.contains(
+            "PreflightValidationOCP preflight-4-19-0 exists with another spec: \
+             pushBuiltImage is false there, true here"
+        ),
         "{}",
         run.stderr
     );
+    assert!(run.stderr.contains("--replace"), "{}", run.stderr);
     assert!(
         !run.stderr.contains("PreflightValidationOCP/other"),
         "{}",

@@ -76,7 +76,7 @@ async fn at_a_terminal_existing_preflights_are_asked_about() {
     c.module("gpu-operator", "nvidia-gpu", true, false).await;
     c.api.put(GROUP, "PreflightValidationOCP", json!({"metadata": {"name": "last-week"}, "spec": {"kernelVersion": "5.14.0-1.el9.x86_64"}}));
 
-    let run = c.ctx.run_in_terminal(&args(&c), "n").await.expect_code(2);
+    let run = c.ctx.run_in_terminal(&args(&c), "n\n").await.expect_code(2);
     assert!(
         run.stdout
             .contains("other preflight objects exist: PreflightValidationOCP/last-week"),
@@ -91,7 +91,7 @@ async fn at_a_terminal_existing_preflights_are_asked_about() {
     );
     assert!(c.pvo("last-week").is_some());
 
-    let run = c.ctx.run_in_terminal(&args(&c), "y").await.expect_code(0);
+    let run = c.ctx.run_in_terminal(&args(&c), "y\n").await.expect_code(0);
     assert!(
         run.stdout.contains("All 1 Modules verified"),
         "{}",

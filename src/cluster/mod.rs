@@ -60,6 +60,9 @@ fn load_kubeconfig(explicit: Option<&PathBuf>) -> Result<Kubeconfig> {
         })
     };
     if let Some(path) = explicit {
+        if !path.exists() {
+            return Err(Error::KubeconfigMissing { path: path.clone() });
+        }
         return read(path);
     }
     let paths: Vec<PathBuf> = match std::env::var_os("KUBECONFIG") {

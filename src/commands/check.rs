@@ -161,15 +161,25 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         )),
     };
     let cluster_ref = cluster.as_deref();
-    let registries = context::registries(cluster_ref, &args.registry, term).await?;
+    let registries = context::registries(
+        cluster_ref,
+        &args.registry,
+        args.kube.request_timeout.0,
+        term,
+    )
+    .await?;
     let cache = Cache::new(args.registry.no_cache);
     let nodes = context::nodes(cluster_ref, term).await?;
 
     let values = match (&loaded, cluster_ref) {
         (Some(loaded), _) => loaded.modules.clone(),
-        (None, Some(cluster)) => cluster.modules(args.namespace.as_deref()).await?,
+        (None, Some(cluster)) => {
+            term.step(format!("listing the Modules of {}", cluster.server));
+            cluster.modules(args.namespace.as_deref()).await?
+        }
         (None, None) => Vec::new(),
     };
+    term.step_done();
     let modules = select_modules(&values, &args, loaded.is_some(), term)?;
     let objects: Arc<dyn Objects> = match (loaded, &cluster) {
         (Some(loaded), _) => Arc::new(loaded),
@@ -194,6 +204,10 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     }
 
     let before = setup.registries.release.transferred();
+    term.step(format!(
+        "checking the images of {} Modules",
+        setup.modules.len()
+    ));
     let report = match listed.into_iter().next() {
         Some(release) => {
             let answer = context::resolve_release(
@@ -220,6 +234,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
             )
         }
     };
+    term.step_done();
     report_transfer(
         term,
         setup.registries.release.transferred().since(before),

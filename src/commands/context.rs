@@ -15,6 +15,54 @@ use crate::release::{self, Arch, DtkAnswer, Payload, ReleaseSpec};
 
 const PULL_SECRET_LABEL: &str = "the cluster pull secret openshift-config/pull-secret";
 
+/// `--timeout`: one deadline for the whole command, from the first request to the verdict.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    limit: Option<std::time::Duration>,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Deadline {
+    pub fn new(limit: Option<std::time::Duration>) -> Self {
+        Deadline {
+            limit,
+            at: limit.map(|l| tokio::time::Instant::now() + l),
+        }
+    }
+
+    /// Run `work`, giving up when the deadline passes (exit 4, naming the step under way).
+    pub async fn bound<T>(
+        &self,
+        term: &Term,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let (Some(at), Some(after)) = (self.at, self.limit) else {
+            return work.await;
+        };
+        match tokio::time::timeout_at(at, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                let step = term
+                    .current_step()
+                    .unwrap_or_else(|| "getting ready".into());
+                term.step_done();
+                Err(Error::DeadlineExceeded { after, step })
+            }
+        }
+    }
+
+    /// The whole `--timeout`.
+    pub fn limit(&self) -> Option<std::time::Duration> {
+        self.limit
+    }
+
+    /// What is left of it (None: no deadline).
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        self.at
+            .map(|at| at.saturating_duration_since(tokio::time::Instant::now()))
+    }
+}
+
 /// `--release` and `--release-repo`, checked before anything is read.
 pub fn release_flags(
     release: Option<&str>,
@@ -39,6 +87,7 @@ pub struct Registries {
 pub async fn registries(
     cluster: Option<&Cluster>,
     args: &RegistryArgs,
+    request_timeout: Option<std::time::Duration>,
     term: &Term,
 ) -> Result<Registries> {
     let local = super::local_credentials(args)?;
@@ -46,6 +95,10 @@ pub async fn registries(
     let mut release_credentials = local.clone();
     let mut module_credentials = local;
     if let Some(cluster) = cluster {
+        term.step(format!(
+            "reading the pull secret and image mirrors of {}",
+            cluster.server
+        ));
         match cluster.pull_secret().await {
             Ok(entries) => {
                 release_credentials.push_entries(PULL_SECRET_LABEL, entries.clone());
@@ -67,7 +120,7 @@ pub async fn registries(
     if !mirrors.is_empty() {
         term.info(&format!("applying {} image mirror rules", mirrors.len()));
     }
-    let release = super::registry(args, release_credentials, mirrors, term)?;
+    let release = super::registry(args, request_timeout, release_credentials, mirrors, term)?;
     let modules = release.with_access(module_credentials, &[]);
     Ok(Registries { release, modules })
 }
@@ -89,6 +142,7 @@ pub async fn nodes(cluster: Option<&Cluster>, term: &Term) -> Result<Option<Vec<
     let Some(cluster) = cluster else {
         return Ok(None);
     };
+    term.step(format!("listing the nodes of {}", cluster.server));
     let nodes = cluster.nodes().await?;
     if nodes.is_none() {
         term.warn(
@@ -191,8 +245,12 @@ pub async fn resolve_release(
 ) -> Result<DtkAnswer> {
     let (payload, platform) = payload(nodes, arch, term);
     let image = release_image(cluster, spec, release_repo, payload, term).await;
-    term.info(&format!("reading release {image}"));
+    term.step(format!(
+        "reading release {image} from registry {}",
+        image.registry
+    ));
     let (answer, resolution) = release::resolve(registry, cache, &image, platform).await?;
+    term.step_done();
     for warning in &resolution.warnings {
         term.warn(warning);
     }

@@ -14,11 +14,21 @@ pub async fn run(args: DtkArgs, term: &Term) -> Result<ExitStatus> {
 
     let credentials = super::local_credentials(&args.registry)?;
     let mirrors = super::file_mirrors(&args.registry)?;
-    let registry = super::registry(&args.registry, credentials, mirrors, term)?;
+    let registry = super::registry(
+        &args.registry,
+        args.request_timeout.0,
+        credentials,
+        mirrors,
+        term,
+    )?;
     let cache = Cache::new(args.registry.no_cache);
 
-    term.info(&format!("reading release {image}"));
+    term.step(format!(
+        "reading release {image} from registry {}",
+        image.registry
+    ));
     let (answer, resolution) = release::resolve(&registry, &cache, &image, arch).await?;
+    term.step_done();
     for warning in &resolution.warnings {
         term.warn(warning);
     }

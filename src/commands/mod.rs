@@ -70,14 +70,19 @@ pub fn file_mirrors(args: &RegistryArgs) -> Result<Mirrors> {
 }
 
 /// The registry client for the registry flags, with credentials and mirrors already gathered.
+/// `request_timeout` is `--request-timeout` (None or zero: the registry default).
 pub fn registry(
     args: &RegistryArgs,
+    request_timeout: Option<std::time::Duration>,
     credentials: Credentials,
     mirrors: Mirrors,
     term: &Term,
 ) -> Result<Registry> {
     Ok(Registry::new(RegistryOptions {
         insecure: args.insecure_registry.clone(),
+        request_timeout: request_timeout
+            .filter(|t| !t.is_zero())
+            .unwrap_or(registry::DEFAULT_REQUEST_TIMEOUT),
         ca_certificates: registry::load_ca_files(&args.registry_ca)?,
         credentials,
         mirrors,

@@ -48,20 +48,35 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         kmm::validate_name(name)?;
     }
 
+    let deadline = context::Deadline::new(args.timeout.0);
     let cluster = Arc::new(Cluster::connect(&super::cluster_options(&args.kube)).await?);
-    let api = cluster.detect_kmm().await?;
+    term.step(format!("reading KMM's CRDs from {}", cluster.server));
+    let api = deadline.bound(term, cluster.detect_kmm()).await?;
     term.info(&format!(
         "{}: {} (from {})",
         cluster.server,
         api.generation(),
         api.source
     ));
-    let registries = context::registries(Some(&cluster), &args.registry, term).await?;
+    let registries = deadline
+        .bound(
+            term,
+            context::registries(
+                Some(&cluster),
+                &args.registry,
+                args.kube.request_timeout.0,
+                term,
+            ),
+        )
+        .await?;
     let cache = Cache::new(args.registry.no_cache);
-    let nodes = context::nodes(Some(&cluster), term).await?;
+    let nodes = deadline
+        .bound(term, context::nodes(Some(&cluster), term))
+        .await?;
     let mut client_check = !args.no_client_check && args.dry_run != DryRun::Client;
     let modules = if client_check {
-        match cluster.modules(None).await {
+        term.step(format!("listing the Modules of {}", cluster.server));
+        match deadline.bound(term, cluster.modules(None)).await {
             Ok(values) => checked_modules(&values, term),
             Err(e @ Error::Forbidden { .. }) => {
                 term.warn(&format!(
@@ -78,17 +93,21 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
 
     let target = match &release_spec {
         Some(spec) => {
-            let answer = context::resolve_release(
-                Some(&cluster),
-                nodes.as_deref(),
-                &registries.release,
-                &cache,
-                spec,
-                &release_repo,
-                args.arch,
-                term,
-            )
-            .await?;
+            let answer = deadline
+                .bound(
+                    term,
+                    context::resolve_release(
+                        Some(&cluster),
+                        nodes.as_deref(),
+                        &registries.release,
+                        &cache,
+                        spec,
+                        &release_repo,
+                        args.arch,
+                        term,
+                    ),
+                )
+                .await?;
             release_target(&args, &answer, nodes.as_deref(), &modules, term)?
         }
         None => {
@@ -149,17 +168,33 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
             term,
         )
     });
-    let mut judge = ClientJudge::start(
-        checker,
-        target.plan.clone(),
-        &inputs.kernel_version,
-        &modules,
-    )
-    .await;
+    if checker.is_some() {
+        term.step(format!("checking the images of {} Modules", modules.len()));
+    }
+    let mut judge = deadline
+        .bound(term, async {
+            Ok(ClientJudge::start(
+                checker,
+                target.plan.clone(),
+                &inputs.kernel_version,
+                &modules,
+            )
+            .await)
+        })
+        .await?;
+    term.step_done();
 
-    make_room(&cluster, &api, &plan, &args, term).await?;
-    cluster.create(&plan.resource, &plan.object).await?;
-    term.info(&format!("created {} {name}", plan.resource.kind));
+    let room = deadline
+        .bound(term, make_room(&cluster, &api, &plan, &args, term))
+        .await?;
+    if room == Room::Create {
+        term.step(format!("creating {} {name}", plan.resource.kind));
+        deadline
+            .bound(term, cluster.create(&plan.resource, &plan.object))
+            .await?;
+        term.info(&format!("created {} {name}", plan.resource.kind));
+    }
+    term.step_done();
 
     if args.no_wait {
         // KMM has said nothing yet: what the client check found is all there is.
@@ -187,7 +222,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         &cluster,
         &plan.resource,
         &name,
-        args.timeout.0,
+        deadline,
         args.output,
         term,
         header,
@@ -428,27 +463,90 @@ impl Judge for ClientJudge {
     }
 }
 
+/// What to do about the object once the room is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Create,
+    /// An object of that name and the same spec is there: follow it.
+    Follow,
+}
+
+/// KMM ≥ 2.4 creates a PreflightValidation for every PreflightValidationOCP, of the same name and
+/// owned by it: part of that preflight, not another one.
+fn owned_by_ocp_preflight(object: &Value) -> bool {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|o| o["kind"] == "PreflightValidationOCP")
+}
+
+/// How the spec we would create differs from the one in the cluster (None: the same). Only the
+/// fields we set count; an absent field there equals a false or empty one here.
+fn spec_difference(ours: &Value, theirs: &Value) -> Option<String> {
+    let ours = ours.as_object()?;
+    let differences: Vec<String> = ours
+        .iter()
+        .filter(|(key, value)| {
+            let there = &theirs[key.as_str()];
+            let empty = |v: &Value| v.is_null() || *v == Value::Bool(false) || *v == "";
+            !(there == *value || (empty(there) && empty(value)))
+        })
+        .map(|(key, value)| format!("{key} is {} there, {value} here", theirs[key.as_str()]))
+        .collect();
+    (!differences.is_empty()).then(|| differences.join("; "))
+}
+
 /// Two preflights at once fight over the same per-Module objects in KMM ≥ 2.4 (kmm-api.md §4.4);
-/// in older KMMs only an object of the same name is in the way.
+/// in older KMMs only an object of the same name is in the way. One of that name and the same
+/// spec is followed instead (unless `--replace`).
 async fn make_room(
     cluster: &Cluster,
     api: &KmmApi,
     plan: &kmm::Plan,
     args: &PreflightArgs,
     term: &Term,
-) -> Result<()> {
+) -> Result<Room> {
     let name = plan.object["metadata"]["name"].as_str().unwrap_or_default();
     let mut existing: Vec<(Resource, String)> = Vec::new();
+    let mut same = false;
     for resource in api.preflight_resources() {
         for object in cluster.list(&resource).await? {
             let other = object["metadata"]["name"].as_str().unwrap_or_default();
+            if resource.kind == "PreflightValidation" && owned_by_ocp_preflight(&object) {
+                continue;
+            }
+            if other == name && resource == plan.resource && !args.replace {
+                match spec_difference(&plan.object["spec"], &object["spec"]) {
+                    None => {
+                        same = true;
+                        continue;
+                    }
+                    Some(difference) => {
+                        return Err(Error::PreflightDiffers {
+                            kind: resource.kind.into(),
+                            name: name.into(),
+                            difference,
+                        });
+                    }
+                }
+            }
             if api.shared_module_objects || other == name {
                 existing.push((resource.clone(), other.to_string()));
             }
         }
     }
+    let room = if same {
+        term.say(&format!(
+            "{} {name} exists with the same spec: following it",
+            plan.resource.kind
+        ));
+        Room::Follow
+    } else {
+        Room::Create
+    };
     if existing.is_empty() {
-        return Ok(());
+        return Ok(room);
     }
     let names: Vec<String> = existing
         .iter()
@@ -465,6 +563,7 @@ async fn make_room(
         dialoguer::Confirm::new()
             .with_prompt("Delete them before creating the new one?")
             .default(false)
+            .wait_for_newline(true)
             .interact_on(&console::Term::stderr())
             .unwrap_or(false)
     } else {
@@ -479,11 +578,13 @@ async fn make_room(
         cluster.delete(resource, other).await?;
         term.info(&format!("deleting {}/{other}", resource.kind));
     }
+    term.step(format!("waiting for {} to be deleted", names.join(", ")));
     for (resource, other) in &existing {
         cluster.wait_gone(resource, other).await?;
     }
+    term.step_done();
     term.info(&format!("deleted {}", names.join(", ")));
-    Ok(())
+    Ok(room)
 }
 
 fn report(
@@ -530,28 +631,27 @@ pub async fn follow_to_verdict<J: Judge>(
     cluster: &Cluster,
     resource: &Resource,
     name: &str,
-    timeout: Option<std::time::Duration>,
+    deadline: context::Deadline,
     format: ReportFormat,
     term: &Term,
     header: String,
     judge: &mut J,
 ) -> Result<Outcome> {
     let mut live = Live::new(format, term, header);
-    let followed =
-        follow::follow(
-            cluster,
-            resource,
-            name,
-            timeout,
-            ctrl_c(),
-            judge,
-            |step| match step {
-                Step::Changed { progress, .. } => live.changed(progress),
-                Step::Tick => live.tick(),
-                Step::Notice(text) => term.info(&text),
-            },
-        )
-        .await?;
+    let followed = follow::follow(
+        cluster,
+        resource,
+        name,
+        deadline.remaining(),
+        ctrl_c(),
+        judge,
+        |step| match step {
+            Step::Changed { progress, .. } => live.changed(progress),
+            Step::Tick => live.tick(),
+            Step::Notice(text) => term.info(&text),
+        },
+    )
+    .await?;
     let kernel = followed.object["spec"]["kernelVersion"]
         .as_str()
         .or(followed.object["spec"]["releaseImage"].as_str())
@@ -611,7 +711,8 @@ pub async fn follow_to_verdict<J: Judge>(
             ("Success", ExitStatus::Success)
         }
         End::TimedOut => {
-            let waited = timeout
+            let waited = deadline
+                .limit()
                 .map(crate::output::preflight::elapsed)
                 .unwrap_or_default();
             let unfinished: Vec<_> = progress.unfinished().cloned().collect();

@@ -27,7 +27,7 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
                     &cluster,
                     &resource,
                     name,
-                    args.timeout.0,
+                    super::context::Deadline::new(args.timeout.0),
                     args.output,
                     term,
                     header,

@@ -16,16 +16,24 @@ pub struct Version {
     pub target: &'static str,
 }
 
+/// What `version` and `--version` print after the program's name.
+pub const TEXT: &str = concat!(
+    "v",
+    env!("CARGO_PKG_VERSION"),
+    "\ngit commit: ",
+    env!("KUBECTL_KMM_GIT_COMMIT"),
+    "\nplatform:   ",
+    env!("KUBECTL_KMM_PLATFORM"),
+    " (",
+    env!("KUBECTL_KMM_TARGET"),
+    ")"
+);
+
 pub fn current() -> Version {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
     Version {
         version: format!("v{}", env!("CARGO_PKG_VERSION")),
         git_commit: env!("KUBECTL_KMM_GIT_COMMIT"),
-        platform: format!("{}/{arch}", std::env::consts::OS),
+        platform: env!("KUBECTL_KMM_PLATFORM").to_string(),
         target: env!("KUBECTL_KMM_TARGET"),
     }
 }
@@ -33,10 +41,7 @@ pub fn current() -> Version {
 pub fn run(args: VersionArgs) -> Result<ExitStatus> {
     let v = current();
     output::stdout(&match args.output {
-        Format::Text => format!(
-            "kubectl-kmm {}\ngit commit: {}\nplatform:   {} ({})",
-            v.version, v.git_commit, v.platform, v.target
-        ),
+        Format::Text => format!("kubectl-kmm {TEXT}"),
         Format::Json => output::to_json(&v),
         Format::Yaml => output::to_yaml(&v),
     });

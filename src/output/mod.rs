@@ -1,5 +1,6 @@
 //! Everything the plugin writes to the terminal goes through here.
 
+mod activity;
 pub mod check;
 pub mod dtk;
 pub mod preflight;
@@ -63,6 +64,7 @@ impl Term {
     }
 
     fn stderr_line(&self, line: &str) {
+        activity::clear_line();
         let mut err = std::io::stderr().lock();
         // Nothing sensible to do if stderr is gone.
         let _ = writeln!(err, "{line}");
@@ -96,6 +98,24 @@ impl Term {
             let label = self.style(Style::new().dim()).apply_to("info:");
             self.stderr_line(&format!("{label} {message}"));
         }
+    }
+
+    /// What the command waits for now: shown as a spinner on a terminal after a few seconds,
+    /// named in a `--timeout` error, and said with `-v`.
+    pub fn step(&self, what: impl Into<String>) {
+        let what = what.into();
+        self.info(&what);
+        activity::set(Some(what), self.stderr_is_terminal);
+    }
+
+    /// Nothing to wait for any more (or something else, the live table, shows progress).
+    pub fn step_done(&self) {
+        activity::set(None, false);
+    }
+
+    /// The step under way, for a `--timeout` error.
+    pub fn current_step(&self) -> Option<String> {
+        activity::current()
     }
 
     /// A notifier for core code: registry notices become `-v` lines.

@@ -222,7 +222,15 @@ impl BlobReader {
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
-            match self.handle.block_on(stream.next()) {
+            let stall = self.registry.request_timeout();
+            let next = self
+                .handle
+                .block_on(async { tokio::time::timeout(stall, stream.next()).await });
+            let Ok(next) = next else {
+                self.resume_or_fail(format!("no data for {}", humantime::format_duration(stall)))?;
+                continue;
+            };
+            match next {
                 Some(Ok(mut bytes)) => {
                     self.failures = 0;
                     self.registry

@@ -68,6 +68,9 @@ pub enum Notice {
 
 pub type Notifier = Arc<dyn Fn(Notice) + Send + Sync>;
 
+/// The bound on a registry request when `--request-timeout` does not set one.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Proxy settings for registry traffic (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
 #[derive(Debug, Clone, Default)]
 pub struct Proxy {
@@ -94,6 +97,8 @@ impl Proxy {
 pub struct RegistryOptions {
     /// `host[:port]` allowed plain HTTP or unverified TLS.
     pub insecure: Vec<String>,
+    /// How long one request may take, its retries included (`--request-timeout`).
+    pub request_timeout: Duration,
     /// PEM certificates trusted in addition to the system's.
     pub ca_certificates: Vec<Vec<u8>>,
     pub credentials: Credentials,
@@ -335,6 +340,11 @@ impl Registry {
         (self.inner.options.notify)(notice);
     }
 
+    /// The bound on one request (`--request-timeout`, else `DEFAULT_REQUEST_TIMEOUT`).
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.options.request_timeout
+    }
+
     fn is_insecure(&self, registry: &str) -> bool {
         self.access.insecure.iter().any(|h| h == registry)
     }
@@ -400,8 +410,8 @@ impl Registry {
                     data: pem.clone(),
                 })
                 .collect(),
-            connect_timeout: Some(Duration::from_secs(15)),
-            read_timeout: Some(Duration::from_secs(60)),
+            connect_timeout: Some(options.request_timeout.min(Duration::from_secs(15))),
+            read_timeout: Some(options.request_timeout),
             user_agent: USER_AGENT,
             https_proxy: options.proxy.https.clone(),
             http_proxy: options.proxy.http.clone(),
@@ -419,6 +429,23 @@ impl Registry {
     /// Run `op` against `image` with retries, the HTTP fallback for insecure registries, and
     /// anonymous access first with credentials on refusal.
     async fn call<T, F, Fut>(&self, image: &ImageRef, op: F) -> Result<T>
+    where
+        F: Fn(oci_client::Client, oci_client::Reference, RegistryAuth) -> Fut,
+        Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
+    {
+        // A peer that accepts and never answers: the whole call, retries included, is bounded.
+        let after = self.inner.options.request_timeout;
+        match tokio::time::timeout(after, self.call_unbounded(image, op)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::RegistryTimeout {
+                registry: image.registry.clone(),
+                image: image.to_string(),
+                after,
+            }),
+        }
+    }
+
+    async fn call_unbounded<T, F, Fut>(&self, image: &ImageRef, op: F) -> Result<T>
     where
         F: Fn(oci_client::Client, oci_client::Reference, RegistryAuth) -> Fut,
         Fut: std::future::Future<Output = oci_client::errors::Result<T>>,

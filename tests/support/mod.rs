@@ -195,7 +195,7 @@ impl Context {
         let mut command = tokio::process::Command::new(plugin_binary());
         command.args(args);
         self.prepare(&mut command, None);
-        Run::from(command.output().await.unwrap())
+        Run::from(bounded(command.output()).await)
     }
 
     /// Run the plugin with `input` on its stdin.
@@ -212,7 +212,7 @@ impl Context {
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(input.as_bytes()).await.unwrap();
         }
-        Run::from(child.wait_with_output().await.unwrap())
+        Run::from(bounded(child.wait_with_output()).await)
     }
 
     /// Start the plugin and leave it running (stdout and stderr piped).
@@ -252,11 +252,11 @@ impl Context {
             use tokio::io::AsyncWriteExt;
             let _ = stdin.write_all(input.as_bytes()).await;
             // Keep stdin open until the program ends: an early EOF would reach it as Ctrl-D.
-            let output = child.wait_with_output().await.unwrap();
+            let output = bounded(child.wait_with_output()).await;
             drop(stdin);
             return Run::from(output);
         }
-        Run::from(child.wait_with_output().await.unwrap())
+        Run::from(bounded(child.wait_with_output()).await)
     }
 
     /// Run `kubectl <args>` with the plugin's directory first on PATH: plugin discovery.
@@ -310,4 +310,15 @@ pub fn auth_file(entries: &[(&str, &str, &str)]) -> String {
         })
         .collect();
     serde_json::json!({ "auths": auths }).to_string()
+}
+
+/// A plugin run that hangs fails its test instead of the whole suite (the child is killed on
+/// drop). Generous: a bound on a bug, not a timing assertion.
+async fn bounded(
+    wait: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
+) -> std::process::Output {
+    match tokio::time::timeout(std::time::Duration::from_secs(180), wait).await {
+        Ok(output) => output.unwrap(),
+        Err(_) => panic!("the plugin did not finish within 180 s"),
+    }
 }
