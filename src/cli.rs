@@ -145,6 +145,13 @@ Examples:
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout(pub Option<Duration>);
 
+/// `check -o`: every report format but `name` (a check creates no object to name).
+fn check_format() -> impl clap::builder::TypedValueParser<Value = ReportFormat> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["table", "wide", "json", "yaml"])
+        .map(|s| ReportFormat::from_str(&s, false).unwrap_or(ReportFormat::Table))
+}
+
 fn parse_timeout(input: &str) -> Result<Timeout, String> {
     let input = input.trim();
     if input == "0" {
@@ -199,8 +206,10 @@ pub struct KubeArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DryRun {
-    /// Print the object, create nothing
+    /// Print the object, send nothing
     Client,
+    /// Send it with `dryRun=All` (validated and defaulted, not stored) and print the answer
+    Server,
     /// Create for real (the default)
     None,
 }
@@ -256,11 +265,13 @@ pub struct PreflightArgs {
     #[arg(long)]
     pub cleanup: bool,
 
-    /// `client`: print the object that would be created, change nothing
+    /// `client`: print the object that would be created (YAML unless -o json|name), change
+    /// nothing; `server`: the API server's answer to a dry-run create
     #[arg(long, value_enum, value_name = "STRATEGY", num_args = 0..=1, require_equals = true, default_missing_value = "client", default_value = "none")]
     pub dry_run: DryRun,
 
-    /// Output: a live table, or one final JSON or YAML object
+    /// Output: a live table (`wide`: with KMM's stage, the kernel and the image), one final
+    /// JSON or YAML report, or the object's `name`
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: ReportFormat,
 
@@ -323,8 +334,8 @@ pub struct CheckArgs {
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
     pub files: Vec<PathBuf>,
 
-    /// Output: a table, or one JSON or YAML object
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    /// Output: a table (`wide`: with each Module's image), or one JSON or YAML object
+    #[arg(short = 'o', long, default_value = "table", value_parser = check_format())]
     pub output: ReportFormat,
 
     /// Architecture of the nodes: x86_64 (amd64), aarch64 (arm64), ppc64le, s390x (default:
@@ -347,15 +358,15 @@ pub struct StatusArgs {
     /// A preflight's name (default: list them all)
     pub name: Option<String>,
 
-    /// Follow it until it completes
-    #[arg(short = 'w', long, requires = "name")]
+    /// Follow it until it completes (without a name: each preflight in turn)
+    #[arg(short = 'w', long)]
     pub watch: bool,
 
-    /// With -w: stop following after this long and exit 3 (0: never)
+    /// With -w: stop following after this long, all of them together, and exit 3 (0: never)
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Timeout,
 
-    /// Output: a table, or JSON or YAML
+    /// Output: a table (`wide`: more columns), JSON or YAML (a `List` of several), or `name`
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: ReportFormat,
 

@@ -139,7 +139,11 @@ mod tests {
         assert!(!c.contains(&"--kernel".to_string()));
         assert_eq!(
             run(&["preflight", "-o", ""]).0,
-            vec!["table", "json", "yaml"]
+            vec!["table", "wide", "json", "yaml", "name"]
+        );
+        assert_eq!(
+            run(&["check", "-o", ""]).0,
+            vec!["table", "wide", "json", "yaml"]
         );
         assert_eq!(
             run(&["dtk", "--release", "4.19.0", "--arch", "a"]).0,

@@ -263,7 +263,7 @@ async fn unreadable_crds_fall_back_to_discovery() {
             run.stderr
         );
         assert!(
-            run.json()["object"]["spec"][spec_field].is_string(),
+            run.json()["spec"][spec_field].is_string(),
             "{kmm:?}: {}",
             run.stdout
         );
@@ -319,7 +319,7 @@ async fn the_cluster_pull_secret_serves_registries_without_local_credentials() {
         .preflight(&["--dry-run=client", "-o", "json", "-v"])
         .await
         .expect_code(0);
-    assert_eq!(run.json()["kernelVersion"], c.kernel());
+    assert_eq!(run.json()["spec"]["kernelVersion"], c.kernel());
     assert!(
         run.stderr.contains(&format!(
             "{host}/ocp/release: credentials from the cluster pull secret openshift-config/pull-secret"

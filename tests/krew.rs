@@ -192,8 +192,11 @@ fn installs_as_krew_does() {
     }
     let (_, stdout, _) = kubectl(&path, &["__complete", "kmm", "preflight", "--output", ""]);
     assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        ["table", "json", "yaml", ":4"]
+        stdout
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["table", "wide", "json", "yaml", "name", ":4"]
     );
 }
 

@@ -425,12 +425,12 @@ async fn bad_input_exits_2_before_anything_is_created() {
             "invalid value 'x' for '--request-timeout <DURATION>'",
         ),
         (
-            vec!["preflight", "--release", VERSION, "--dry-run=server"],
-            "invalid value 'server' for '--dry-run",
+            vec!["preflight", "--release", VERSION, "--dry-run=later"],
+            "invalid value 'later' for '--dry-run",
         ),
         (
-            vec!["preflight", "--release", VERSION, "--output", "wide"],
-            "invalid value 'wide'",
+            vec!["preflight", "--release", VERSION, "--output", "tabular"],
+            "invalid value 'tabular'",
         ),
         (
             vec!["preflight", "--release", VERSION, "--frobnicate"],
@@ -493,8 +493,7 @@ async fn dry_run_prints_the_object_and_changes_nothing() {
         .await
         .expect_code(0)
         .json();
-    assert_eq!(json["result"], "DryRun");
-    assert_eq!(json["object"], object);
+    assert_eq!(json, object, "-o json is the same object");
     assert!(
         c.api
             .requests()
@@ -633,7 +632,7 @@ async fn the_architecture_comes_from_the_nodes() {
         .preflight(&["--dry-run=client", "-o", "json", "-v"])
         .await
         .expect_code(0);
-    assert_eq!(run.json()["kernelVersion"], arm.kernel.as_str());
+    assert_eq!(run.json()["spec"]["kernelVersion"], arm.kernel.as_str());
     assert!(
         run.stderr.contains(
             "nodes: 1 amd64, 2 arm64; using the multi payload (driver-toolkit for aarch64)"
@@ -647,13 +646,15 @@ async fn the_architecture_comes_from_the_nodes() {
         run.stderr
     );
     // --arch wins.
-    let json = c
+    let run = c
         .preflight(&["--dry-run=client", "-o", "json", "--arch", "x86_64"])
         .await
-        .expect_code(0)
-        .json();
-    assert_eq!(json["kernelVersion"], c.kernel());
-    assert_eq!(json["releaseImage"], c.release.release.reference.as_str());
+        .expect_code(0);
+    assert_eq!(run.json()["spec"]["kernelVersion"], c.kernel());
+    run.expect_stderr(&format!(
+        "release 4.19.0 (x86_64): {}",
+        c.release.release.reference
+    ));
 
     // An all-arm64 cluster reads the aarch64 payload.
     let arm_only = TestCluster::start(Kmm::Ocp24).await;
@@ -661,13 +662,15 @@ async fn the_architecture_comes_from_the_nodes() {
     let arm = push_release(&pusher, &arm_only.registry.addr, VERSION, "arm64").await;
     arm_only.api.delete_node("worker-0");
     arm_only.api.add_node("arm-0", "arm64");
-    let json = arm_only
+    let run = arm_only
         .preflight(&["--dry-run=client", "-o", "json"])
         .await
-        .expect_code(0)
-        .json();
-    assert_eq!(json["kernelVersion"], arm.kernel.as_str());
-    assert_eq!(json["releaseImage"], arm.release.reference.as_str());
+        .expect_code(0);
+    assert_eq!(run.json()["spec"]["kernelVersion"], arm.kernel.as_str());
+    run.expect_stderr(&format!(
+        "release 4.19.0 (aarch64): {}",
+        arm.release.reference
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]

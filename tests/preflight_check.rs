@@ -374,7 +374,60 @@ async fn the_live_table_has_a_check_column() {
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(
         run.stdout
-            .contains("NAMESPACE     MODULE      STATUS   STAGE  CHECK  REASON"),
+            .contains("NAMESPACE     MODULE      STATUS   CHECK  ELAPSED  REASON"),
+        "{}",
+        run.stdout
+    );
+    // -o wide: KMM's stage, and the kernel and image the client check read.
+    let run = c
+        .ctx
+        .run_in_terminal(
+            &[
+                "preflight",
+                "--release",
+                VERSION,
+                "--insecure-registry",
+                &c.registry.addr,
+                "-o",
+                "wide",
+                "--name",
+                "wide",
+                "--replace",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let header = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("NAMESPACE"))
+        .unwrap_or_default();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAMESPACE",
+            "MODULE",
+            "STATUS",
+            "STAGE",
+            "CHECK",
+            "KERNEL",
+            "IMAGE",
+            "ELAPSED",
+            "REASON"
+        ],
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&resolved(
+            &format!(
+                "{}/vendor/nvidia-gpu:${{KERNEL_FULL_VERSION}}",
+                c.registry.addr
+            ),
+            c.kernel()
+        )),
         "{}",
         run.stdout
     );

@@ -46,7 +46,7 @@ async fn a_live_table_redrawn_in_place_with_colour() {
     // Redrawn in place (cursor up over the table, lines erased), statuses coloured.
     assert!(screen.matches("NAMESPACE").count() >= 2, "{screen:?}");
     assert!(
-        screen.contains("\u{1b}[5A") && screen.contains("\u{1b}[2K"),
+        screen.contains("\u{1b}[5A") && screen.contains("\u{1b}[J"),
         "{screen:?}"
     );
     assert!(screen.contains(GREEN), "{screen:?}");

@@ -495,7 +495,14 @@ impl Cluster {
             .collect())
     }
 
-    pub async fn create(&self, resource: &Resource, object: &Value) -> Result<Value> {
+    /// Create `object`; with `dry_run`, the server validates and defaults it and stores nothing
+    /// (`dryRun=All`). The answer is the object as the server has (or would have) it.
+    pub async fn create(
+        &self,
+        resource: &Resource,
+        object: &Value,
+        dry_run: bool,
+    ) -> Result<Value> {
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -508,7 +515,13 @@ impl Cluster {
             })?;
         match self
             .api(resource)
-            .create(&PostParams::default(), &dynamic)
+            .create(
+                &PostParams {
+                    dry_run,
+                    ..Default::default()
+                },
+                &dynamic,
+            )
             .await
         {
             Ok(created) => Ok(serde_json::to_value(created).unwrap_or_default()),

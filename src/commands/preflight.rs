@@ -73,7 +73,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     let nodes = deadline
         .bound(term, context::nodes(Some(&cluster), term))
         .await?;
-    let mut client_check = !args.no_client_check && args.dry_run != DryRun::Client;
+    let mut client_check = !args.no_client_check && args.dry_run == DryRun::None;
     let modules = if client_check {
         term.step(format!("listing the Modules of {}", cluster.server));
         match deadline.bound(term, cluster.modules(None)).await {
@@ -144,18 +144,27 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         term.warn(note);
     }
 
-    if args.dry_run == DryRun::Client {
-        let report = report(
-            &plan,
-            inputs,
-            "DryRun",
-            &Progress::default(),
-            Some(plan.object.clone()),
-        );
-        match args.output {
-            ReportFormat::Table => output::stdout(&output::to_yaml(&plan.object)),
-            format => output::stdout(&report.render(format).unwrap_or_default()),
-        }
+    // kubectl's dry runs: the object itself (YAML unless -o json or name), so that it can be
+    // reviewed or piped to `kubectl apply -f -`; the server's answer with `server`.
+    if args.dry_run != DryRun::None {
+        let object = if args.dry_run == DryRun::Server {
+            term.step(format!(
+                "sending {} {name} to {} as a dry run",
+                plan.resource.kind, cluster.server
+            ));
+            let answer = deadline
+                .bound(term, cluster.create(&plan.resource, &plan.object, true))
+                .await?;
+            term.step_done();
+            answer
+        } else {
+            plan.object.clone()
+        };
+        output::stdout(&match args.output {
+            ReportFormat::Json => output::to_json(&object),
+            ReportFormat::Name => report(&plan, inputs, "", &Progress::default()).object_name(),
+            _ => output::to_yaml(&object),
+        });
         return Ok(ExitStatus::Success);
     }
 
@@ -190,7 +199,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     if room == Room::Create {
         term.step(format!("creating {} {name}", plan.resource.kind));
         deadline
-            .bound(term, cluster.create(&plan.resource, &plan.object))
+            .bound(term, cluster.create(&plan.resource, &plan.object, false))
             .await?;
         term.info(&format!("created {} {name}", plan.resource.kind));
     }
@@ -199,7 +208,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     if args.no_wait {
         // KMM has said nothing yet: what the client check found is all there is.
         let progress = judge.judge(status::evaluate(&judge.refs(), &[]));
-        let report = report(&plan, inputs, "Created", &progress, None);
+        let report = report(&plan, inputs, "Created", &progress);
         match report.render(args.output) {
             Some(text) => output::stdout(&text),
             None => output::stdout(&format!(
@@ -229,7 +238,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         &mut judge,
     )
     .await?;
-    let report = report(&plan, inputs, outcome.result, &outcome.progress, None);
+    let report = report(&plan, inputs, outcome.result, &outcome.progress);
     if let Some(text) = report.render(args.output) {
         output::stdout(&text);
     }
@@ -587,13 +596,7 @@ async fn make_room(
     Ok(room)
 }
 
-fn report(
-    plan: &kmm::Plan,
-    inputs: &Inputs,
-    result: &str,
-    progress: &Progress,
-    object: Option<serde_json::Value>,
-) -> Report {
+fn report(plan: &kmm::Plan, inputs: &Inputs, result: &str, progress: &Progress) -> Report {
     Report {
         api_version: plan.resource.api_version(),
         kind: plan.resource.kind.into(),
@@ -607,7 +610,6 @@ fn report(
         push_built_image: inputs.push_built_image,
         result: result.into(),
         modules: Report::modules_from(progress),
-        object,
     }
 }
 
@@ -648,7 +650,7 @@ pub async fn follow_to_verdict<J: Judge>(
         |step| match step {
             Step::Changed { progress, .. } => live.changed(progress),
             Step::Tick => live.tick(),
-            Step::Notice(text) => term.info(&text),
+            Step::Notice(text) => live.notice(term, &text),
         },
     )
     .await?;

@@ -14,47 +14,144 @@ use crate::output::preflight::{self as view, Report};
 use crate::output::{self, Term};
 
 pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
+    let deadline = super::context::Deadline::new(args.watch.then_some(args.timeout.0).flatten());
     let cluster = Cluster::connect(&super::cluster_options(&args.kube)).await?;
-    let api = cluster.detect_kmm().await?;
-    let modules = readable_modules(&cluster, term).await?;
-    match &args.name {
-        None => list(&cluster, &api, modules.as_deref(), args.output).await,
-        Some(name) => {
-            let (resource, object) = find(&cluster, &api, name).await?;
-            if args.watch {
-                let header = format!("{} {name}: {}", resource.kind, target(&object));
-                let outcome = follow_to_verdict(
-                    &cluster,
-                    &resource,
-                    name,
-                    super::context::Deadline::new(args.timeout.0),
-                    args.output,
-                    term,
-                    header,
-                    &mut KmmOnly,
-                )
-                .await?;
-                let report = report_of(&resource, &object, outcome.result, &outcome.progress);
-                if let Some(text) = report.render(args.output) {
-                    output::stdout(&text);
-                }
-                return Ok(outcome.status);
-            }
-            let progress = status::progress_of(&object, modules.as_deref());
-            let (result, exit) = snapshot_result(&progress);
-            let report = report_of(&resource, &object, result, &progress);
-            match report.render(args.output) {
-                Some(text) => output::stdout(&text),
-                None => {
-                    let mut lines = vec![format!("{} {name}: {}", resource.kind, target(&object))];
-                    lines.extend(view::table(&progress, None, term.stdout_color()));
-                    lines.push(format!("{} ({result})", view::summary(&progress)));
-                    output::stdout(&lines.join("\n"));
-                }
-            }
-            Ok(exit)
+    term.step(format!("reading KMM's CRDs from {}", cluster.server));
+    let api = deadline.bound(term, cluster.detect_kmm()).await?;
+    let modules = deadline
+        .bound(term, readable_modules(&cluster, term))
+        .await?;
+    let found = match &args.name {
+        Some(name) => vec![deadline.bound(term, find(&cluster, &api, name)).await?],
+        None => deadline.bound(term, preflights(&cluster, &api)).await?,
+    };
+    term.step_done();
+    if args.watch {
+        return watch(&cluster, found, deadline, &args, term).await;
+    }
+    let checked: Vec<(Progress, Report)> = found
+        .iter()
+        .map(|(resource, object)| {
+            let progress = status::progress_of(object, modules.as_deref());
+            let report = report_of(resource, object, snapshot_result(&progress).0, &progress);
+            (progress, report)
+        })
+        .collect();
+    match (&args.name, args.output) {
+        (Some(_), ReportFormat::Table | ReportFormat::Wide) => {
+            let (progress, report) = &checked[0];
+            let mut lines = vec![format!(
+                "{} {}: {}",
+                report.kind,
+                report.name,
+                target(&found[0].1)
+            )];
+            lines.extend(view::table(
+                progress,
+                None,
+                term.stdout_color(),
+                args.output == ReportFormat::Wide,
+            ));
+            lines.push(format!("{} ({})", view::summary(progress), report.result));
+            output::stdout(&lines.join("\n"));
+            Ok(snapshot_result(progress).1)
+        }
+        (Some(_), format) => {
+            let (progress, report) = &checked[0];
+            output::stdout(&report.render(format).unwrap_or_default());
+            Ok(snapshot_result(progress).1)
+        }
+        (None, format) => {
+            print_list(&found, &checked, format);
+            Ok(ExitStatus::Success)
         }
     }
+}
+
+/// `status -w`: follow each preflight in turn, all within one `--timeout`. A failure anywhere
+/// decides the exit code, then a timeout; Ctrl-C stops at once.
+async fn watch(
+    cluster: &Cluster,
+    found: Vec<(Resource, Value)>,
+    deadline: super::context::Deadline,
+    args: &StatusArgs,
+    term: &Term,
+) -> Result<ExitStatus> {
+    let single = args.name.is_some();
+    if found.is_empty() {
+        print_list(&[], &[], args.output);
+        return Ok(ExitStatus::Success);
+    }
+    let mut reports = Vec::new();
+    let mut exit = ExitStatus::Success;
+    let count = found.len();
+    for (i, (resource, object)) in found.iter().enumerate() {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if deadline.remaining().is_some_and(|left| left.is_zero()) {
+            let rest: Vec<String> = found[i..]
+                .iter()
+                .map(|(r, o)| {
+                    format!(
+                        "{}/{}",
+                        r.kind,
+                        o["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            term.warn(&format!(
+                "not followed, the --timeout has passed: {}",
+                rest.join(", ")
+            ));
+            break;
+        }
+        if !single && args.output.is_table() && i > 0 {
+            output::stdout("");
+        }
+        let header = format!("{} {name}: {}", resource.kind, target(object));
+        let outcome = follow_to_verdict(
+            cluster,
+            resource,
+            name,
+            deadline,
+            args.output,
+            term,
+            header,
+            &mut KmmOnly,
+        )
+        .await?;
+        reports.push(report_of(
+            resource,
+            object,
+            outcome.result,
+            &outcome.progress,
+        ));
+        exit = match (exit, outcome.status) {
+            (_, ExitStatus::Interrupted) => ExitStatus::Interrupted,
+            (ExitStatus::VerificationFailed, _) | (_, ExitStatus::VerificationFailed) => {
+                ExitStatus::VerificationFailed
+            }
+            (ExitStatus::TimedOut, _) | (_, ExitStatus::TimedOut) => ExitStatus::TimedOut,
+            (ExitStatus::Success, other) => other,
+            (kept, _) => kept,
+        };
+        if exit == ExitStatus::Interrupted {
+            break;
+        }
+        if !single && args.output.is_table() && i + 1 < count {
+            term.info(&format!("{} of {count} preflights followed", i + 1));
+        }
+    }
+    match args.output {
+        ReportFormat::Table | ReportFormat::Wide => {}
+        ReportFormat::Name => {
+            let names: Vec<String> = reports.iter().map(Report::object_name).collect();
+            output::stdout(&names.join("\n"));
+        }
+        format if single => output::stdout(&reports[0].render(format).unwrap_or_default()),
+        ReportFormat::Json => output::stdout(&output::to_json(&output::List::of(&reports))),
+        ReportFormat::Yaml => output::stdout(&output::to_yaml(&output::List::of(&reports))),
+    }
+    Ok(exit)
 }
 
 /// Success when all verified, Failure when any failed, InProgress otherwise (exit 0: not done
@@ -118,7 +215,6 @@ fn report_of(resource: &Resource, object: &Value, result: &str, progress: &Progr
         push_built_image: object["spec"]["pushBuiltImage"].as_bool().unwrap_or(false),
         result: result.into(),
         modules: Report::modules_from(progress),
-        object: None,
     }
 }
 
@@ -132,12 +228,9 @@ fn owned_by_listed(object: &Value, listed: &[(Resource, Value)]) -> bool {
         })
 }
 
-async fn list(
-    cluster: &Cluster,
-    api: &KmmApi,
-    modules: Option<&[Value]>,
-    format: ReportFormat,
-) -> Result<ExitStatus> {
+/// Every preflight object; a PreflightValidationOCP's own PreflightValidation (KMM ≥ 2.4
+/// creates one of the same name) is an implementation detail, not a second preflight.
+async fn preflights(cluster: &Cluster, api: &KmmApi) -> Result<Vec<(Resource, Value)>> {
     let mut found: Vec<(Resource, Value)> = Vec::new();
     if let Some((resource, _)) = &api.pvo {
         for object in cluster.list(resource).await? {
@@ -146,37 +239,41 @@ async fn list(
     }
     if let Some(resource) = &api.pv {
         for object in cluster.list(resource).await? {
-            // A PVO's own PreflightValidation is an implementation detail.
             if !owned_by_listed(&object, &found) {
                 found.push((resource.clone(), object));
             }
         }
     }
-    let checked: Vec<(Progress, Report)> = found
-        .iter()
-        .map(|(resource, object)| {
-            let progress = status::progress_of(object, modules);
-            let report = report_of(resource, object, snapshot_result(&progress).0, &progress);
-            (progress, report)
-        })
-        .collect();
+    Ok(found)
+}
+
+/// The list of preflights: a table (wide: with the push flag and the image), a `List` of
+/// reports, or their names.
+fn print_list(found: &[(Resource, Value)], checked: &[(Progress, Report)], format: ReportFormat) {
     let reports: Vec<&Report> = checked.iter().map(|(_, r)| r).collect();
     match format {
-        ReportFormat::Json => output::stdout(&output::to_json(&reports)),
-        ReportFormat::Yaml => output::stdout(&output::to_yaml(&reports)),
-        ReportFormat::Table if reports.is_empty() => {
+        ReportFormat::Json => output::stdout(&output::to_json(&output::List::of(&reports))),
+        ReportFormat::Yaml => output::stdout(&output::to_yaml(&output::List::of(&reports))),
+        ReportFormat::Name => {
+            let names: Vec<String> = reports.iter().map(|r| r.object_name()).collect();
+            if !names.is_empty() {
+                output::stdout(&names.join("\n"));
+            }
+        }
+        ReportFormat::Table | ReportFormat::Wide if reports.is_empty() => {
             output::stdout("No preflights in the cluster.")
         }
-        ReportFormat::Table => {
-            let mut rows = vec![
-                ["KIND", "NAME", "TARGET", "MODULES", "RESULT"]
-                    .map(String::from)
-                    .to_vec(),
-            ];
-            for ((_, object), (progress, report)) in found.iter().zip(&checked) {
+        ReportFormat::Table | ReportFormat::Wide => {
+            let wide = format == ReportFormat::Wide;
+            let mut header = vec!["KIND", "NAME", "TARGET", "MODULES", "RESULT"];
+            if wide {
+                header.extend(["PUSH", "IMAGE"]);
+            }
+            let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+            for ((_, object), (progress, report)) in found.iter().zip(checked) {
                 let verified = progress.count(State::Verified);
                 let failed = progress.count(State::Failed);
-                rows.push(vec![
+                let mut row = vec![
                     report.kind.clone(),
                     report.name.clone(),
                     target(object),
@@ -185,10 +282,20 @@ async fn list(
                         progress.rows.len() - verified - failed
                     ),
                     report.result.clone(),
-                ]);
+                ];
+                if wide {
+                    row.push(report.push_built_image.to_string());
+                    row.push(
+                        report
+                            .dtk_image
+                            .clone()
+                            .or_else(|| report.release_image.clone())
+                            .unwrap_or_else(|| "-".into()),
+                    );
+                }
+                rows.push(row);
             }
             output::stdout(&output::align(&rows, &|_, _, cell| cell).join("\n"));
         }
     }
-    Ok(ExitStatus::Success)
 }

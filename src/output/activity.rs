@@ -61,6 +61,23 @@ pub fn set(step: Option<String>, draw: bool) {
     }
 }
 
+/// A line of progress drawn at once (`-o json` while following), unless a step is showing.
+pub fn show(text: &str) {
+    let mut s = state();
+    if s.step.is_some() {
+        return;
+    }
+    let width = console::Term::stderr().size().1 as usize;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r\x1b[2K{}",
+        console::truncate_str(text, width.max(20) - 1, "…")
+    );
+    let _ = err.flush();
+    s.drawn = true;
+}
+
 pub fn current() -> Option<String> {
     state().step.as_ref().map(|(text, _)| text.clone())
 }

@@ -32,39 +32,35 @@ impl CheckReport {
         }
     }
 
+    /// `name` is not offered for `check` (cli::check_format); were it asked for, the table.
     pub fn render(&self, format: ReportFormat, color: bool) -> String {
         match format {
             ReportFormat::Json => to_json(self),
             ReportFormat::Yaml => to_yaml(self),
-            ReportFormat::Table => self.table(color),
+            ReportFormat::Wide => self.table(color, true),
+            ReportFormat::Table | ReportFormat::Name => self.table(color, false),
         }
     }
 
-    fn table(&self, color: bool) -> String {
+    /// NAMESPACE, MODULE, KERNEL, (wide: IMAGE,) VERDICT, REASON.
+    fn table(&self, color: bool, wide: bool) -> String {
         if self.modules.is_empty() {
             return "No KMM Modules to check.".into();
         }
-        let mut rows = vec![
-            [
-                "NAMESPACE",
-                "MODULE",
-                "KERNEL",
-                "IMAGE",
-                "VERDICT",
-                "REASON",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ];
+        let mut header = vec!["NAMESPACE", "MODULE", "KERNEL"];
+        if wide {
+            header.push("IMAGE");
+        }
+        header.extend(["VERDICT", "REASON"]);
+        let verdict_column = header.len() - 2;
+        let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
         for m in &self.modules {
-            rows.push(vec![
-                m.namespace.clone(),
-                m.name.clone(),
-                m.kernel.clone(),
-                m.image.clone().unwrap_or_else(|| "-".into()),
-                m.verdict.to_string(),
-                m.reason.clone(),
-            ]);
+            let mut cells = vec![m.namespace.clone(), m.name.clone(), m.kernel.clone()];
+            if wide {
+                cells.push(m.image.clone().unwrap_or_else(|| "-".into()));
+            }
+            cells.extend([m.verdict.to_string(), m.reason.clone()]);
+            rows.push(cells);
         }
         let style = |v: Verdict| match v {
             Verdict::Ready | Verdict::WillBuild | Verdict::WillSign => Style::new().green(),
@@ -72,7 +68,7 @@ impl CheckReport {
             Verdict::Unknown => Style::new().yellow(),
         };
         let mut lines = super::align(&rows, &|r, c, cell| {
-            if color && r > 0 && c == 4 {
+            if color && r > 0 && c == verdict_column {
                 style(self.modules[r - 1].verdict)
                     .force_styling(true)
                     .apply_to(cell)
@@ -207,16 +203,18 @@ impl Matrix {
         match format {
             ReportFormat::Json => to_json(self),
             ReportFormat::Yaml => to_yaml(self),
-            ReportFormat::Table => self.table(),
+            ReportFormat::Wide => self.table(true),
+            ReportFormat::Table | ReportFormat::Name => self.table(false),
         }
     }
 
-    fn table(&self) -> String {
-        let mut rows = vec![
-            ["VERSION", "KERNELS", "RISKS", "READY", "FAILED"]
-                .map(String::from)
-                .to_vec(),
-        ];
+    /// VERSION, KERNELS, RISKS, READY, FAILED (wide: and the release image).
+    fn table(&self, wide: bool) -> String {
+        let mut header = vec!["VERSION", "KERNELS", "RISKS", "READY", "FAILED"];
+        if wide {
+            header.push("RELEASE IMAGE");
+        }
+        let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
         for r in &self.releases {
             let (ready, all) = r.ready_count();
             let failed: Vec<String> = {
@@ -251,6 +249,9 @@ impl Matrix {
                     None => failed.join(", "),
                 },
             ]);
+            if wide && let Some(row) = rows.last_mut() {
+                row.push(r.release_image.clone().unwrap_or_else(|| "-".into()));
+            }
         }
         let mut lines = super::align(&rows, &|_, _, cell| cell);
         lines.push(match &self.newest_safe {
@@ -301,6 +302,16 @@ mod tests {
             "{table}"
         );
         assert_eq!(lines[3], "2 Modules × 1 kernel: 1 Ready, 1 Failed");
+        assert!(!table.contains("q.io/v/ice:1  "), "{table}");
+        let wide = report.render(ReportFormat::Wide, false);
+        assert!(
+            wide.lines()
+                .next()
+                .unwrap_or_default()
+                .contains("KERNEL                 IMAGE"),
+            "{wide}"
+        );
+        assert!(wide.contains("q.io/v/ice:1   Failed"), "{wide}");
         let json: serde_json::Value =
             serde_json::from_str(&report.render(ReportFormat::Json, false)).unwrap();
         let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();

@@ -4,6 +4,7 @@ mod activity;
 pub mod check;
 pub mod dtk;
 pub mod preflight;
+mod terminal;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -22,12 +23,24 @@ pub enum Format {
     Yaml,
 }
 
-/// `-o` for commands whose default is a table (`preflight`, `status`, `check`).
+/// `-o` for commands whose default is a table (`preflight`, `status`, `check`), as kubectl
+/// spells them. `check` has no objects to name and takes all but `name`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     Table,
+    /// The table with more columns
+    Wide,
     Json,
     Yaml,
+    /// The preflight objects' names, as `kubectl get -o name` prints them
+    Name,
+}
+
+impl ReportFormat {
+    /// A table for people (narrow or wide) rather than data for programs.
+    pub fn is_table(self) -> bool {
+        matches!(self, ReportFormat::Table | ReportFormat::Wide)
+    }
 }
 
 /// Where and how to write: colour only on a terminal and never with `NO_COLOR`/`--no-color`.
@@ -165,6 +178,42 @@ pub fn to_yaml<T: Serialize>(value: &T) -> String {
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error worth reporting.
+/// Several objects as kubectl prints them with `-o json|yaml`: a `v1` `List`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct List<'a, T: Serialize> {
+    api_version: &'static str,
+    items: &'a [T],
+    kind: &'static str,
+    metadata: ListMeta,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    resource_version: &'static str,
+}
+
+impl<'a, T: Serialize> List<'a, T> {
+    pub fn of(items: &'a [T]) -> Self {
+        List {
+            api_version: "v1",
+            items,
+            kind: "List",
+            metadata: ListMeta {
+                resource_version: "",
+            },
+        }
+    }
+}
+
+/// Exactly `text` (control sequences of the live view), flushed.
+pub fn write_stdout_raw(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 pub fn stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());

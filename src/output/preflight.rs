@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use console::Style;
 use serde::Serialize;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{ReportFormat, Term, stdout, to_json, to_yaml};
@@ -43,54 +42,142 @@ fn check_text(row: &Row) -> &str {
     row.check.as_ref().map_or("-", |c| c.verdict.as_str())
 }
 
-/// The table: NAMESPACE, MODULE, STATUS, STAGE, CHECK (when the client check ran), REASON and,
-/// when given, ELAPSED. STATUS is KMM's word, coloured as KMM means it; CHECK is coloured by the
-/// verdict of both together.
+/// The table: NAMESPACE, MODULE, STATUS, CHECK (when the client check ran), ELAPSED (when
+/// given) and REASON; `wide` adds KMM's STAGE and the client check's KERNEL and IMAGE. STATUS is
+/// KMM's word, coloured as KMM means it; CHECK is coloured by the verdict of both together.
 pub fn table(
     progress: &Progress,
     times: Option<&dyn Fn(&Row) -> Duration>,
     color: bool,
+    wide: bool,
 ) -> Vec<String> {
+    let rows: Vec<&Row> = progress.rows.iter().collect();
+    table_of(progress, &rows, times, color, wide)
+}
+
+/// The table of some of `progress`'s rows, with the columns all of them need.
+fn table_of(
+    progress: &Progress,
+    shown: &[&Row],
+    times: Option<&dyn Fn(&Row) -> Duration>,
+    color: bool,
+    wide: bool,
+) -> Vec<String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Column {
+        Namespace,
+        Module,
+        Status,
+        Stage,
+        Check,
+        Kernel,
+        Image,
+        Reason,
+        Elapsed,
+    }
     let checked = progress.rows.iter().any(|r| r.check.is_some());
-    let mut header: Vec<String> = ["NAMESPACE", "MODULE", "STATUS", "STAGE"]
-        .map(String::from)
-        .to_vec();
+    let mut columns = vec![Column::Namespace, Column::Module, Column::Status];
+    if wide {
+        columns.push(Column::Stage);
+    }
     if checked {
-        header.push("CHECK".into());
+        columns.push(Column::Check);
+        if wide {
+            columns.extend([Column::Kernel, Column::Image]);
+        }
     }
-    header.push("REASON".into());
+    // The reason last: the free text a narrow terminal cuts.
     if times.is_some() {
-        header.push("ELAPSED".into());
+        columns.push(Column::Elapsed);
     }
-    let mut rows = vec![header];
-    for row in &progress.rows {
-        let mut cells = vec![
-            row.namespace.clone(),
-            row.name.clone(),
-            status_text(row).to_string(),
-            row.stage.clone(),
-        ];
-        if checked {
-            cells.push(check_text(row).to_string());
+    columns.push(Column::Reason);
+    let title = |c: Column| match c {
+        Column::Namespace => "NAMESPACE",
+        Column::Module => "MODULE",
+        Column::Status => "STATUS",
+        Column::Stage => "STAGE",
+        Column::Check => "CHECK",
+        Column::Kernel => "KERNEL",
+        Column::Image => "IMAGE",
+        Column::Reason => "REASON",
+        Column::Elapsed => "ELAPSED",
+    };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
         }
-        cells.push(row.why.clone());
-        if let Some(t) = times {
-            cells.push(elapsed(t(row)));
-        }
-        rows.push(cells);
-    }
-    super::align(&rows, &|r, c, cell| {
+    };
+    let cell = |row: &Row, c: Column| match c {
+        Column::Namespace => row.namespace.clone(),
+        Column::Module => row.name.clone(),
+        Column::Status => status_text(row).to_string(),
+        Column::Stage => dash(&row.stage),
+        Column::Check => check_text(row).to_string(),
+        Column::Kernel => row.check.as_ref().map_or("-".into(), |c| dash(&c.kernel)),
+        Column::Image => row
+            .check
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_else(|| "-".into()),
+        Column::Reason => row.why.clone(),
+        Column::Elapsed => times.map(|t| elapsed(t(row))).unwrap_or_default(),
+    };
+    let mut rows = vec![columns.iter().map(|c| title(*c).to_string()).collect()];
+    rows.extend(
+        shown
+            .iter()
+            .map(|row| columns.iter().map(|c| cell(row, *c)).collect::<Vec<_>>()),
+    );
+    super::align(&rows, &|r, c, text| {
         if !color || r == 0 {
-            return cell;
+            return text;
         }
-        let row = &progress.rows[r - 1];
-        let style = match c {
-            2 => style_for(crate::cluster::status::state_of(&row.status)),
-            4 if checked => style_for(row.state),
-            _ => return cell,
+        let row = shown[r - 1];
+        let style = match columns.get(c) {
+            Some(Column::Status) => style_for(crate::cluster::status::state_of(&row.status)),
+            Some(Column::Check) => style_for(row.state),
+            _ => return text,
         };
-        style.force_styling(true).apply_to(cell).to_string()
+        style.force_styling(true).apply_to(text).to_string()
     })
+}
+
+/// Which rows a screen of `room` table rows shows when not all fit: failed first, then the
+/// unfinished, then the verified, each in the table's order. The rest is counted in one line.
+fn fitting(progress: &Progress, room: usize) -> (Vec<&Row>, Option<String>) {
+    if progress.rows.len() <= room {
+        return (progress.rows.iter().collect(), None);
+    }
+    let room = room.saturating_sub(1);
+    let rank = |row: &Row| match row.state {
+        State::Failed => 0,
+        State::InProgress | State::Pending | State::Unknown => 1,
+        State::Verified => 2,
+    };
+    let mut ordered: Vec<&Row> = progress.rows.iter().collect();
+    ordered.sort_by_key(|row| rank(row));
+    let hidden = &ordered[room.min(ordered.len())..];
+    let count = |state: State| hidden.iter().filter(|r| r.state == state).count();
+    let verified = count(State::Verified);
+    let more = if verified == hidden.len() {
+        format!("… and {verified} more verified")
+    } else {
+        let parts: Vec<String> = [
+            (State::Failed, "failed"),
+            (State::InProgress, "in progress"),
+            (State::Pending, "waiting for a status"),
+            (State::Unknown, "not checked"),
+            (State::Verified, "verified"),
+        ]
+        .iter()
+        .filter(|(state, _)| count(*state) > 0)
+        .map(|(state, word)| format!("{} {word}", count(*state)))
+        .collect();
+        format!("… and {} more: {}", hidden.len(), parts.join(", "))
+    };
+    (ordered[..room.min(ordered.len())].to_vec(), Some(more))
 }
 
 pub fn summary(progress: &Progress) -> String {
@@ -124,7 +211,8 @@ enum Mode {
     Table,
     /// One line per change, no control characters.
     Lines,
-    /// JSON or YAML at the end only.
+    /// JSON, YAML or the name at the end only (and, when stderr is a terminal, a progress line
+    /// there).
     Quiet,
 }
 
@@ -132,35 +220,46 @@ enum Mode {
 pub struct Live {
     mode: Mode,
     color: bool,
+    wide: bool,
     header: String,
     started: Instant,
-    out: console::Term,
-    drawn: usize,
+    /// The lines of the frame on the screen, and the terminal's size (rows, columns) then.
+    drawn: Vec<String>,
+    size: (u16, u16),
     progress: Progress,
     /// When each Module reached its final state.
     done_at: HashMap<(String, String), Duration>,
     previous: HashMap<(String, String), (String, String, String, String)>,
     said_no_modules: bool,
+    /// `-o json|yaml|name` with stderr on a terminal: one line of progress there.
+    progress_line: bool,
+    /// Keys typed while the table is drawn are not echoed into it.
+    _echo: Option<super::terminal::EchoOff>,
 }
 
 impl Live {
     pub fn new(format: ReportFormat, term: &Term, header: String) -> Live {
         let mode = match format {
-            ReportFormat::Json | ReportFormat::Yaml => Mode::Quiet,
-            ReportFormat::Table if term.stdout_is_terminal => Mode::Table,
-            ReportFormat::Table => Mode::Lines,
+            ReportFormat::Json | ReportFormat::Yaml | ReportFormat::Name => Mode::Quiet,
+            ReportFormat::Table | ReportFormat::Wide if term.stdout_is_terminal => Mode::Table,
+            ReportFormat::Table | ReportFormat::Wide => Mode::Lines,
         };
         let live = Live {
             mode,
             color: term.stdout_color() && mode == Mode::Table,
+            wide: format == ReportFormat::Wide,
             header,
             started: Instant::now(),
-            out: console::Term::stdout(),
-            drawn: 0,
+            drawn: Vec::new(),
+            size: (0, 0),
             progress: Progress::default(),
             done_at: HashMap::new(),
             previous: HashMap::new(),
             said_no_modules: false,
+            progress_line: mode == Mode::Quiet && term.stderr_is_terminal,
+            _echo: (mode == Mode::Table)
+                .then(super::terminal::EchoOff::stdin)
+                .flatten(),
         };
         if mode == Mode::Lines {
             stdout(&live.header);
@@ -179,23 +278,74 @@ impl Live {
             .unwrap_or_else(|| self.started.elapsed())
     }
 
-    fn redraw(&mut self) {
-        let width = self.out.size().1 as usize;
-        let mut lines = vec![self.header.clone()];
-        let times = |row: &Row| self.module_time(row);
-        lines.extend(table(&self.progress, Some(&times), self.color));
-        lines.push(format!(
+    /// The frame for a terminal of `rows` × `columns`: never taller than `rows - 1` (the cursor
+    /// rests on the last line), so that going back up over it always reaches its top and nothing
+    /// is pushed into the scrollback; lines cut to the width so none wraps.
+    fn frame(&self, rows: usize, columns: usize) -> Vec<String> {
+        let summary = format!(
             "{} ({})",
             summary(&self.progress),
             elapsed(self.started.elapsed())
-        ));
-        let _ = self.out.clear_last_lines(self.drawn);
-        for line in &lines {
-            let _ = self
-                .out
-                .write_line(&console::truncate_str(line, width.max(20), "…"));
+        );
+        let budget = rows.saturating_sub(1).max(1);
+        // The header, the column titles and the summary around the Modules' rows.
+        let room = budget.saturating_sub(3);
+        let mut lines = Vec::with_capacity(budget);
+        if room == 0 {
+            lines.push(summary);
+        } else {
+            let (shown, more) = fitting(&self.progress, room);
+            let times = |row: &Row| self.module_time(row);
+            lines.push(self.header.clone());
+            lines.extend(table_of(
+                &self.progress,
+                &shown,
+                Some(&times),
+                self.color,
+                self.wide,
+            ));
+            lines.extend(more);
+            lines.push(summary);
         }
-        self.drawn = lines.len();
+        let width = columns.saturating_sub(1).max(20);
+        lines
+            .iter()
+            .map(|line| console::truncate_str(line, width, "…").into_owned())
+            .collect()
+    }
+
+    fn redraw(&mut self) {
+        let (rows, columns) = self.term_size();
+        let lines = self.frame(rows as usize, columns as usize);
+        // Up over the frame on the screen. After a resize to fewer columns a terminal that
+        // rewraps its lines shows each old line on as many rows as it now takes.
+        let up: usize = if (rows, columns) == self.size {
+            self.drawn.len()
+        } else {
+            let columns = usize::from(columns.max(1));
+            let taken: usize = self
+                .drawn
+                .iter()
+                .map(|line| console::measure_text_width(line).max(1).div_ceil(columns))
+                .sum();
+            taken.min(usize::from(rows).saturating_sub(1))
+        };
+        let mut out = String::new();
+        if up > 0 {
+            out.push_str(&format!("\x1b[{up}A"));
+        }
+        out.push_str("\r\x1b[J");
+        for line in &lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        super::write_stdout_raw(&out);
+        self.drawn = lines;
+        self.size = (rows, columns);
+    }
+
+    fn term_size(&self) -> (u16, u16) {
+        console::Term::stdout().size()
     }
 
     pub fn changed(&mut self, progress: &Progress) {
@@ -246,19 +396,53 @@ impl Live {
             }
         }
         self.progress = progress.clone();
-        if self.mode == Mode::Table {
-            self.redraw();
+        self.refresh();
+    }
+
+    /// The elapsed-time tick (and the moment a resize is noticed).
+    pub fn tick(&mut self) {
+        if !self.drawn.is_empty() || self.progress_line {
+            self.refresh();
         }
     }
 
-    pub fn tick(&mut self) {
-        if self.mode == Mode::Table && self.drawn > 0 {
+    fn refresh(&mut self) {
+        match self.mode {
+            Mode::Table => self.redraw(),
+            Mode::Quiet if self.progress_line => super::activity::show(&format!(
+                "{} ({})",
+                summary(&self.progress),
+                elapsed(self.started.elapsed())
+            )),
+            _ => {}
+        }
+    }
+
+    /// A `-v` line while following: above the table, which is drawn again under it.
+    pub fn notice(&mut self, term: &Term, text: &str) {
+        if term.verbose == 0 {
+            return;
+        }
+        if self.mode == Mode::Table && !self.drawn.is_empty() {
+            super::write_stdout_raw(&format!("\x1b[{}A\r\x1b[J", self.drawn.len()));
+            self.drawn.clear();
+            term.info(text);
             self.redraw();
+        } else {
+            term.info(text);
         }
     }
 
     pub fn is_quiet(&self) -> bool {
         self.mode == Mode::Quiet
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.progress_line {
+            super::activity::clear_line();
+        }
     }
 }
 
@@ -291,12 +475,9 @@ pub struct Report {
     pub dtk_image: Option<String>,
     pub release_image: Option<String>,
     pub push_built_image: bool,
-    /// Success, Failure, TimedOut, Created, DryRun (and InProgress, Interrupted for snapshots).
+    /// Success, Failure, TimedOut, Created (and InProgress, Interrupted for snapshots).
     pub result: String,
     pub modules: Vec<ReportModule>,
-    /// With `--dry-run=client`: the object that would have been created.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<Value>,
 }
 
 impl Report {
@@ -318,12 +499,20 @@ impl Report {
             .collect()
     }
 
+    /// The report as data, or None for the tables (drawn by the caller).
     pub fn render(&self, format: ReportFormat) -> Option<String> {
         match format {
             ReportFormat::Json => Some(to_json(self)),
             ReportFormat::Yaml => Some(to_yaml(self)),
-            ReportFormat::Table => None,
+            ReportFormat::Name => Some(self.object_name()),
+            ReportFormat::Table | ReportFormat::Wide => None,
         }
+    }
+
+    /// `preflightvalidationocp.kmm.sigs.x-k8s.io/<name>`, as `kubectl get -o name` says it.
+    pub fn object_name(&self) -> String {
+        let group = self.api_version.split('/').next().unwrap_or_default();
+        format!("{}.{group}/{}", self.kind.to_ascii_lowercase(), self.name)
     }
 }
 
@@ -369,23 +558,70 @@ mod tests {
                 row("storage", "nvme-of", State::Pending, "", ""),
             ],
         };
-        let lines = table(&progress, None, false);
-        assert_eq!(
-            lines[0],
-            "NAMESPACE     MODULE      STATUS      STAGE  REASON"
-        );
+        let lines = table(&progress, None, false, false);
+        assert_eq!(lines[0], "NAMESPACE     MODULE      STATUS      REASON");
         assert_eq!(
             lines[1],
-            "gpu-operator  nvidia-gpu  Success     Done   verified image exists"
+            "gpu-operator  nvidia-gpu  Success     verified image exists"
         );
-        assert_eq!(lines[3], "storage       nvme-of     (waiting)   Image");
+        assert_eq!(lines[3], "storage       nvme-of     (waiting)");
+        let wide = table(&progress, None, false, true);
+        assert_eq!(
+            wide[0],
+            "NAMESPACE     MODULE      STATUS      STAGE  REASON"
+        );
+        assert_eq!(wide[3], "storage       nvme-of     (waiting)   Image");
         assert_eq!(
             summary(&progress),
             "1 of 3 Modules: 1 verified, 0 failed, 1 in progress, 1 waiting for a status"
         );
-        let colored = table(&progress, None, true);
+        let colored = table(&progress, None, true, false);
         assert!(colored[1].contains("\u{1b}["), "{:?}", colored[1]);
         assert_eq!(elapsed(Duration::from_secs(185)), "3m05s");
         assert_eq!(summary(&Progress::default()), "no Modules");
+    }
+
+    #[test]
+    fn a_frame_never_exceeds_the_terminal_and_puts_the_unfinished_first() {
+        let mut rows: Vec<Row> = (0..40)
+            .map(|i| row("ns", &format!("m{i:02}"), State::Verified, "Success", "ok"))
+            .collect();
+        rows[17] = row("ns", "m17", State::InProgress, "InProgress", "pulling");
+        rows[30] = row("ns", "m30", State::Failed, "Failure", "no image");
+        let term = Term {
+            verbose: 0,
+            no_color: true,
+            stdout_is_terminal: false,
+            stderr_is_terminal: false,
+        };
+        let mut live = Live::new(ReportFormat::Json, &term, "PreflightValidationOCP p".into());
+        live.progress = Progress { rows };
+        let frame = live.frame(10, 80);
+        assert_eq!(frame.len(), 9, "{frame:#?}");
+        assert!(frame[2].starts_with("ns         m30"), "{frame:#?}");
+        assert!(frame[3].starts_with("ns         m17"), "{frame:#?}");
+        assert_eq!(frame[7], "… and 35 more verified");
+        assert!(
+            frame[8].starts_with("39 of 40 Modules: 38 verified, 1 failed, 1 in progress"),
+            "{frame:#?}"
+        );
+        // Everything fits: the table's own order, no summary of hidden rows.
+        let frame = live.frame(50, 80);
+        assert_eq!(frame.len(), 43);
+        assert!(frame[2].starts_with("ns         m00"), "{frame:#?}");
+        // Narrow: cut, never wrapped; tiny: the summary alone.
+        assert!(
+            live.frame(10, 30)
+                .iter()
+                .all(|l| console::measure_text_width(l) <= 29)
+        );
+        assert_eq!(live.frame(3, 80).len(), 1);
+        // Hidden rows that are not all verified are counted by state.
+        let (shown, more) = fitting(&live.progress, 2);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(
+            more.as_deref(),
+            Some("… and 39 more: 1 in progress, 38 verified")
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod kmod;
 pub mod measure;
 pub mod operator;
 pub mod proxy;
+pub mod pty;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -176,7 +177,7 @@ impl Context {
         path
     }
 
-    fn prepare(&self, command: &mut tokio::process::Command, path_prefix: Option<&Path>) {
+    pub fn prepare(&self, command: &mut tokio::process::Command, path_prefix: Option<&Path>) {
         for var in SCRUBBED {
             command.env_remove(var);
         }
@@ -261,12 +262,29 @@ impl Context {
 
     /// Run `kubectl <args>` with the plugin's directory first on PATH: plugin discovery.
     pub async fn kubectl(&self, args: &[&str]) -> Run {
+        self.kubectl_with_stdin(args, None).await
+    }
+
+    /// `kubectl <args>`, with `input` on its stdin when given (`kubectl apply -f -`).
+    pub async fn kubectl_with_stdin(&self, args: &[&str], input: Option<&str>) -> Run {
+        use tokio::io::AsyncWriteExt;
         let kubectl = which::which("kubectl").expect("kubectl is not installed");
         let mut command = tokio::process::Command::new(kubectl);
-        command.args(args);
+        command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let binary = plugin_binary();
         self.prepare(&mut command, binary.parent());
-        Run::from(command.output().await.unwrap())
+        let mut child = command.spawn().unwrap();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.unwrap_or_default().as_bytes())
+                .await
+                .unwrap();
+        }
+        Run::from(bounded(child.wait_with_output()).await)
     }
 }
 
@@ -320,5 +338,32 @@ async fn bounded(
     match tokio::time::timeout(std::time::Duration::from_secs(180), wait).await {
         Ok(output) => output.unwrap(),
         Err(_) => panic!("the plugin did not finish within 180 s"),
+    }
+}
+
+/// A peer that accepts connections and never answers (nor closes them): a hung registry or
+/// API server. It stops when dropped.
+pub struct Stalled {
+    pub addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stalled {
+    pub async fn start() -> Stalled {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        Stalled { addr, task }
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -897,6 +897,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
             );
         }
+        "/apis" if accept.contains("as=APIGroupDiscoveryList") => {
+            // kubectl tells the aggregated answer from the legacy one by its media type.
+            let mut response = json_response(200, &discovery_groups(&shared.store, &accept));
+            if let Ok(v) =
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList".parse()
+            {
+                response.headers_mut().insert("content-type", v);
+            }
+            return response;
+        }
         "/apis" => return json_response(200, &discovery_groups(&shared.store, &accept)),
         _ => {}
     }
@@ -1006,6 +1016,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 })
                 .map(|o| store::convert(&ty, o, &version))
                 .collect();
+            if accept.contains("as=Table") {
+                return json_response(200, &table(&ty, &items, &rv.to_string()));
+            }
             json_response(
                 200,
                 &json!({"apiVersion": ty.api_version(&version), "kind": format!("{}List", ty.kind),
@@ -1023,6 +1036,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     &json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                             "metadata": o["metadata"]}),
                 ),
+                Ok(o) if accept.contains("as=Table") => {
+                    let rv = o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    json_response(200, &table(&ty, &[o], &rv))
+                }
                 Ok(o) => json_response(200, &store::convert(&ty, &o, &version)),
                 Err(e) => error_response(&e),
             }
@@ -1085,6 +1105,46 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// `kubectl get`'s view (`Accept: …;as=Table;g=meta.k8s.io;v=v1`): a CRD without printer columns
+/// (KMM's have none) gets Name and Age, as the real server's default; built-in types Name and
+/// Created At. Each row carries the object's metadata (`includeObject=Metadata`).
+fn table(ty: &ResourceType, items: &[Value], resource_version: &str) -> Value {
+    let custom = ty.group.contains('.') && !ty.group.ends_with(".k8s.io");
+    let second = if custom { "Age" } else { "Created At" };
+    let now = std::time::SystemTime::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let created = o["metadata"]["creationTimestamp"].as_str().unwrap_or_default();
+            let when = if custom { age(created, now) } else { created.to_string() };
+            json!({"cells": [o["metadata"]["name"], when],
+                   "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
+        })
+        .collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0},
+            {"name": second, "type": "date", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0},
+        ],
+        "rows": rows,
+    })
+}
+
+/// `5s`, `3m`, `2h`, `4d` since an RFC 3339 UTC timestamp, as the real server writes ages.
+fn age(created: &str, now: std::time::SystemTime) -> String {
+    let seconds = store::parse_timestamp(created)
+        .and_then(|t| now.duration_since(t).ok())
+        .map_or(0, |d| d.as_secs());
+    match seconds {
+        0..120 => format!("{seconds}s"),
+        120..7200 => format!("{}m", seconds / 60),
+        7200..172800 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
 fn discovery_groups(store: &Store, accept: &str) -> Value {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for ty in store.types().iter().filter(|t| !t.group.is_empty()) {
@@ -1112,6 +1172,12 @@ fn discovery_groups(store: &Store, accept: &str) -> Value {
                         "singularResource": t.singular,
                         "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
                         "shortNames": t.short_names,
+                        "subresources": if t.status_subresource {
+                            json!([{"subresource": "status", "responseKind": {"group": g, "version": v, "kind": t.kind},
+                                    "verbs": ["get", "patch", "update"]}])
+                        } else {
+                            json!([])
+                        },
                     })).collect::<Vec<_>>(),
                     "freshness": "Current"
                 })).collect::<Vec<_>>()})

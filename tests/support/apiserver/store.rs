@@ -245,6 +245,25 @@ pub fn timestamp() -> String {
     now()
 }
 
+/// The instant of a `YYYY-MM-DDTHH:MM:SSZ` timestamp (what `now` writes).
+pub fn parse_timestamp(text: &str) -> Option<std::time::SystemTime> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    // Days from civil (Howard Hinnant's algorithm), the inverse of `now`.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if mo > 2 { mo - 3 } else { mo + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// JSON merge patch (RFC 7386).
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
@@ -486,12 +505,6 @@ impl Store {
         if state.objects.contains_key(&key) {
             return Err(ApiError::already_exists(ty, &name));
         }
-        if dry_run {
-            return Ok(Written {
-                object: body,
-                warnings,
-            });
-        }
         state.uid += 1;
         let uid = format!("00000000-0000-4000-8000-{:012}", state.uid);
         let meta = &mut body["metadata"];
@@ -500,6 +513,14 @@ impl Store {
         meta["generation"] = json!(1);
         if ty.namespaced {
             meta["namespace"] = json!(namespace);
+        }
+        // A dry run answers as the create would (uid, timestamps; no resourceVersion), and
+        // stores nothing.
+        if dry_run {
+            return Ok(Written {
+                object: body,
+                warnings,
+            });
         }
         body["apiVersion"] = json!(ty.api_version(&ty.storage));
         Self::bump(&mut state, &mut body);
