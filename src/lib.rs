@@ -18,6 +18,12 @@ use clap::Parser;
 
 use crate::error::ExitStatus;
 
+/// kubectl's completion hook run as its own binary: the same answers as `kubectl-kmm __complete`.
+pub fn complete_main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    commands::completion::protocol(&args).into()
+}
+
 /// Parse the command line, run, and turn the outcome into the documented exit code.
 pub fn main() -> ExitCode {
     // One rustls provider for kube and oci-client alike; failing means one is already set.

@@ -80,3 +80,29 @@ async fn version_and_completion_scripts() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cargo_builds_the_completion_hook_next_to_the_plugin() {
+    // `cargo install` installs both binaries; kubectl finds the hook on PATH beside the plugin.
+    let hook = std::path::PathBuf::from(env!("CARGO_BIN_EXE_kubectl_complete-kmm"));
+    assert_eq!(hook.parent(), support::plugin_binary().parent());
+    let ctx = Context::new();
+    let run = ctx
+        .kubectl(&["__complete", "kmm", "pre"])
+        .await
+        .expect_code(0);
+    assert_eq!(
+        run.stdout.lines().next().and_then(|l| l.split('\t').next()),
+        Some("preflight"),
+        "{}",
+        run.stdout
+    );
+    let run = ctx
+        .kubectl(&["__complete", "kmm", "check", "-o", ""])
+        .await
+        .expect_code(0);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        ["table", "wide", "json", "yaml", ":4"]
+    );
+}
