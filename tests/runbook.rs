@@ -57,6 +57,11 @@ async fn a_registry_that_never_answers_ends_the_run_at_its_deadline() {
         run.stderr
     );
     assert!(creates(&c).is_empty(), "nothing is created");
+    assert!(
+        !run.stderr.contains("⠋") && !run.stderr.contains('\r'),
+        "no spinner off a terminal: {:?}",
+        run.stderr
+    );
 
     // dtk has no --timeout: --request-timeout bounds each registry request, retries included.
     let started = Instant::now();
@@ -653,6 +658,46 @@ async fn a_prompt_waits_for_enter() {
     assert!(c.pvo("last-week").is_none());
     assert!(
         terminal.screen().contains("All 1 Modules verified"),
+        "{}",
+        terminal.screen()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_shows_what_the_plugin_waits_for() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    let stalled = Stalled::start().await;
+    let release = format!("{}/ocp/release:{VERSION}-x86_64", stalled.addr);
+    let args = [
+        "preflight",
+        "--release",
+        &release,
+        "--insecure-registry",
+        &stalled.addr,
+        "--timeout",
+        "5s",
+    ];
+    let pty = Pty::spawn(&c.ctx, &args, 20, 200);
+    let waiting = format!("reading release {release} from registry {}", stalled.addr);
+    pty.wait_for("the spinner line", |t| {
+        t.rows()
+            .iter()
+            .any(|r| r.contains(&waiting) && r.ends_with("s)"))
+    })
+    .await;
+    let (code, terminal) = pty.finish().await;
+    assert_eq!(code, 4, "{}", terminal.screen());
+    // The spinner is gone; the error says the same step.
+    let rows = terminal.rows();
+    assert_eq!(
+        rows.iter().filter(|r| r.contains(&waiting)).count(),
+        1,
+        "{}",
+        terminal.screen()
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("error: gave up after 5s (--timeout) while reading release")),
         "{}",
         terminal.screen()
     );
