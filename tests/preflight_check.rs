@@ -317,15 +317,7 @@ async fn a_module_edited_while_followed_is_checked_again() {
         .add_module("nic", "mlx5", module_spec(&image_of(&c, "stale"), false));
     // KMM holds back until the edit has been checked.
     c.operator().pause();
-    let mut child = c.ctx.spawn(&[
-        "preflight",
-        "--release",
-        VERSION,
-        "--insecure-registry",
-        &c.registry.addr,
-        "--timeout",
-        "5m",
-    ]);
+    let mut child = c.ctx.spawn(&c.preflight_args(&["--timeout", "5m"]));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     // Each step waits for the line the plugin prints when it gets there.
@@ -358,19 +350,7 @@ async fn a_module_edited_while_followed_is_checked_again() {
 async fn the_live_table_has_a_check_column() {
     let c = TestCluster::start(Kmm::Ocp24).await;
     c.module("gpu-operator", "nvidia-gpu", true, false).await;
-    let run = c
-        .ctx
-        .run_in_terminal(
-            &[
-                "preflight",
-                "--release",
-                VERSION,
-                "--insecure-registry",
-                &c.registry.addr,
-            ],
-            "",
-        )
-        .await;
+    let run = c.ctx.run_in_terminal(&c.preflight_args(&[]), "").await;
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(
         run.stdout
@@ -382,18 +362,7 @@ async fn the_live_table_has_a_check_column() {
     let run = c
         .ctx
         .run_in_terminal(
-            &[
-                "preflight",
-                "--release",
-                VERSION,
-                "--insecure-registry",
-                &c.registry.addr,
-                "-o",
-                "wide",
-                "--name",
-                "wide",
-                "--replace",
-            ],
+            &c.preflight_args(&["-o", "wide", "--name", "wide", "--replace"]),
             "",
         )
         .await;

@@ -7,15 +7,52 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::Stalled;
 use support::apiserver::{Kmm, Recorded};
 use support::cluster::{TestCluster, VERSION, module_spec, resolved};
 use support::pty::Pty;
+use support::{Run, Stalled};
 
 const GROUP: &str = "kmm.sigs.x-k8s.io";
 /// What a deadline may overrun by: starting the plugin and reporting. Generous, so that a busy
 /// machine does not fail the test; a deadline that is not kept overruns by far more.
 const MARGIN: Duration = Duration::from_secs(5);
+
+/// The plugin's run, which must end within `deadline` (plus the margin).
+async fn ends_within(deadline: Duration, run: impl std::future::Future<Output = Run>) -> Run {
+    let started = Instant::now();
+    let run = run.await;
+    let took = started.elapsed();
+    assert!(took < deadline + MARGIN, "took {took:?}: {}", run.stderr);
+    run
+}
+
+/// A release in the registry that never answers.
+fn stalled_release(stalled: &Stalled) -> String {
+    format!("{}/ocp/release:{VERSION}-x86_64", stalled.addr)
+}
+
+/// `preflight` of that release with a `--timeout`.
+fn stalled_preflight<'a>(stalled: &'a Stalled, release: &'a str, timeout: &'a str) -> [&'a str; 7] {
+    [
+        "preflight",
+        "--release",
+        release,
+        "--insecure-registry",
+        &stalled.addr,
+        "--timeout",
+        timeout,
+    ]
+}
+
+/// The names of a `List`'s items.
+fn item_names(list: &Value) -> Vec<&str> {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| i["name"].as_str().unwrap_or_default())
+        .collect()
+}
 
 fn creates(c: &TestCluster) -> Vec<Recorded> {
     c.api
@@ -30,23 +67,11 @@ async fn a_registry_that_never_answers_ends_the_run_at_its_deadline() {
     let c = TestCluster::start(Kmm::Ocp24).await;
     c.module("gpu-operator", "nvidia-gpu", true, false).await;
     let stalled = Stalled::start().await;
-    let release = format!("{}/ocp/release:{VERSION}-x86_64", stalled.addr);
-
-    let started = Instant::now();
-    let run = c
-        .plugin(&[
-            "preflight",
-            "--release",
-            &release,
-            "--insecure-registry",
-            &stalled.addr,
-            "--timeout",
-            "3s",
-        ])
+    let release = stalled_release(&stalled);
+    let preflight = stalled_preflight(&stalled, &release, "3s");
+    let run = ends_within(Duration::from_secs(3), c.plugin(&preflight))
         .await
         .expect_code(4);
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(3) + MARGIN, "took {took:?}");
     assert!(
         run.stderr
             .contains("gave up after 3s (--timeout) while reading release")
@@ -64,21 +89,18 @@ async fn a_registry_that_never_answers_ends_the_run_at_its_deadline() {
     );
 
     // dtk has no --timeout: --request-timeout bounds each registry request, retries included.
-    let started = Instant::now();
-    let run = c
-        .plugin(&[
-            "dtk",
-            "--release",
-            &release,
-            "--insecure-registry",
-            &stalled.addr,
-            "--request-timeout",
-            "2s",
-        ])
+    let dtk = [
+        "dtk",
+        "--release",
+        &release,
+        "--insecure-registry",
+        &stalled.addr,
+        "--request-timeout",
+        "2s",
+    ];
+    let run = ends_within(Duration::from_secs(2), c.plugin(&dtk))
         .await
         .expect_code(4);
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2) + MARGIN, "took {took:?}");
     assert!(run.stderr.contains(&stalled.addr), "{}", run.stderr);
     assert!(run.stderr.contains("--request-timeout"), "{}", run.stderr);
 }
@@ -104,13 +126,9 @@ async fn an_api_server_that_never_answers_ends_the_run_at_its_deadline() {
     ] {
         let mut argv = args.clone();
         argv.extend(["--kubeconfig", &kubeconfig, "--timeout", "3s"]);
-        let started = Instant::now();
-        let run = c.ctx.run(&argv).await.expect_code(4);
-        let took = started.elapsed();
-        assert!(
-            took < Duration::from_secs(3) + MARGIN,
-            "{args:?} took {took:?}"
-        );
+        let run = ends_within(Duration::from_secs(3), c.ctx.run(&argv))
+            .await
+            .expect_code(4);
         assert!(
             run.stderr.contains(&format!(
                 "gave up after 3s (--timeout) while reading KMM's CRDs from https://{}",
@@ -264,12 +282,7 @@ async fn every_output_form() {
         .json();
     assert_eq!(list["apiVersion"], "v1");
     assert_eq!(list["kind"], "List");
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = item_names(&list);
     assert_eq!(names, ["preflight-5-14-0-1-el9-x86-64"]);
     assert_eq!(list["items"][0]["kind"], "PreflightValidationOCP");
     let yaml: Value = serde_yaml_ng::from_str(
@@ -383,12 +396,7 @@ async fn status_w_without_a_name_follows_every_preflight() {
     let run = c.ctx.run(&["status", "-w", "-o", "json"]).await;
     let list = run.json();
     assert_eq!(list["kind"], "List", "{}", run.stdout);
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = item_names(&list);
     assert_eq!(names, ["preflight-4-19-0", "by-hand"]);
     assert_eq!(list["items"][0]["result"], "Success");
     let run = c.ctx.run(&["status", "-w"]).await;
@@ -510,14 +518,7 @@ fn count(lines: &[String], needle: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn forty_modules_in_a_ten_line_terminal_stay_on_screen() {
     let c = forty_modules().await;
-    let args = [
-        "preflight",
-        "--release",
-        VERSION,
-        "--insecure-registry",
-        &c.registry.addr,
-        "--no-client-check",
-    ];
+    let args = c.preflight_args(&["--no-client-check"]);
     let mut pty = Pty::spawn(&c.ctx, &args, 10, 100);
     // 10 rows: the header, the column titles, five Modules, the line for the rest, the
     // summary, and the cursor's line.
@@ -591,15 +592,7 @@ async fn json_on_a_terminal_shows_progress_on_stderr_only_there() {
     let c = TestCluster::start(Kmm::Ocp24).await;
     c.module("gpu-operator", "nvidia-gpu", true, false).await;
     c.module("nic", "mlx5", true, false).await;
-    let args = [
-        "preflight",
-        "--release",
-        VERSION,
-        "--insecure-registry",
-        &c.registry.addr,
-        "-o",
-        "json",
-    ];
+    let args = c.preflight_args(&["-o", "json"]);
     let pty = Pty::spawn(&c.ctx, &args, 30, 120);
     let (code, mut terminal) = pty.finish().await;
     assert_eq!(code, 0, "{}", terminal.screen());
@@ -629,13 +622,7 @@ async fn a_prompt_waits_for_enter() {
         "PreflightValidationOCP",
         json!({"metadata": {"name": "last-week"}, "spec": {"kernelVersion": "5.14.0-1.el9.x86_64"}}),
     );
-    let args = [
-        "preflight",
-        "--release",
-        VERSION,
-        "--insecure-registry",
-        &c.registry.addr,
-    ];
+    let args = c.preflight_args(&[]);
     let mut pty = Pty::spawn(&c.ctx, &args, 30, 120);
     pty.wait_for("the question", |t| t.screen().contains("[y/N]"))
         .await;
@@ -667,16 +654,8 @@ async fn a_prompt_waits_for_enter() {
 async fn a_terminal_shows_what_the_plugin_waits_for() {
     let c = TestCluster::start(Kmm::Ocp24).await;
     let stalled = Stalled::start().await;
-    let release = format!("{}/ocp/release:{VERSION}-x86_64", stalled.addr);
-    let args = [
-        "preflight",
-        "--release",
-        &release,
-        "--insecure-registry",
-        &stalled.addr,
-        "--timeout",
-        "5s",
-    ];
+    let release = stalled_release(&stalled);
+    let args = stalled_preflight(&stalled, &release, "5s");
     let pty = Pty::spawn(&c.ctx, &args, 20, 200);
     let waiting = format!("reading release {release} from registry {}", stalled.addr);
     pty.wait_for("the spinner line", |t| {

@@ -5,19 +5,13 @@ mod support;
 
 use serde_json::json;
 use support::apiserver::Kmm;
-use support::cluster::{TestCluster, VERSION};
+use support::cluster::TestCluster;
 
 const GROUP: &str = "kmm.sigs.x-k8s.io";
 const GREEN: &str = "\u{1b}[32m";
 
 fn args(c: &TestCluster) -> Vec<&str> {
-    vec![
-        "preflight",
-        "--release",
-        VERSION,
-        "--insecure-registry",
-        &c.registry.addr,
-    ]
+    c.preflight_args(&[])
 }
 
 #[tokio::test(flavor = "multi_thread")]

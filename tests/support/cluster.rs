@@ -118,8 +118,8 @@ impl TestCluster {
             .add_module(namespace, name, module_spec(&image, build));
     }
 
-    /// `kubectl kmm preflight --release 4.19.0 --insecure-registry <registry> <extra…>`.
-    pub async fn preflight(&self, extra: &[&str]) -> Run {
+    /// `preflight --release 4.19.0 --insecure-registry <registry> <extra…>`: the arguments.
+    pub fn preflight_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
             "preflight",
             "--release",
@@ -128,7 +128,12 @@ impl TestCluster {
             &self.registry.addr,
         ];
         args.extend_from_slice(extra);
-        self.ctx.run(&args).await
+        args
+    }
+
+    /// `kubectl kmm preflight --release 4.19.0 --insecure-registry <registry> <extra…>`.
+    pub async fn preflight(&self, extra: &[&str]) -> Run {
+        self.ctx.run(&self.preflight_args(extra)).await
     }
 
     /// `kubectl-kmm <args…> --insecure-registry <registry>`.
