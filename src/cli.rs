@@ -430,7 +430,8 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "FILE")]
     pub registry_config: Option<PathBuf>,
 
-    /// Allow plain HTTP or unverified TLS for this registry (repeatable)
+    /// Allow unverified TLS, then plain HTTP, for this registry (repeatable); http://HOST[:PORT]
+    /// goes straight to plain HTTP
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
 

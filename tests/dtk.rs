@@ -10,6 +10,7 @@ use support::fixtures::{
 use support::images::{Compression, Flavor, Image, Pusher, TarLayer, layer};
 use support::proxy::{Fault, FaultProxy};
 use support::registry::TestRegistry;
+use support::tokens::{Asked, TokenService};
 use support::{Context, auth_file};
 
 const KEYS: [&str; 9] = [
@@ -578,6 +579,112 @@ async fn a_second_run_for_the_same_digest_reads_no_blobs() {
     assert!(registry.blob_requests() > blobs_after_first);
 }
 
+/// A cold run asks each thing once, on one kept-alive connection, with no `GET /v2/` probes
+/// on a registry that needs no token, and small blobs in one request each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_run_asks_each_thing_once_on_one_connection() {
+    let registry = TestRegistry::plain();
+    let proxy = FaultProxy::start(&registry.addr).await;
+    let pusher = Pusher::via(&registry, &proxy.addr);
+    let fixture = push_release(&pusher, &proxy.addr, "4.19.0", "amd64").await;
+    let pushed = registry.requests().len();
+    let connections = proxy.connections();
+    let ctx = Context::new();
+    // `http://` says the registry speaks plain HTTP: no TLS attempt first.
+    let plain = format!("http://{}", proxy.addr);
+    let mut args = dtk_args(&fixture.release.reference, &plain);
+    args.extend(["-o", "json", "-v", "--no-cache"]);
+    let run = ctx.run(&args).await.expect_code(0);
+    assert_eq!(run.json()["kernelVersion"], fixture.kernel.as_str());
+    assert!(!run.stderr.contains("using plain HTTP"), "{}", run.stderr);
+
+    let asked = registry.requests()[pushed..].to_vec();
+    assert!(!asked.is_empty(), "{run:?}");
+    assert!(
+        !asked.iter().any(|r| r == "GET /v2/"),
+        "no probes: {asked:#?}"
+    );
+    let mut unique = asked.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), asked.len(), "nothing asked twice: {asked:#?}");
+    assert_eq!(
+        proxy.connections() - connections,
+        1,
+        "one connection for the whole run: {asked:#?}"
+    );
+    // What the plugin counts is what the registry saw.
+    run.expect_stderr(&format!(" in {} requests ", asked.len()));
+}
+
+/// Registries with a token service (quay.io, registry.redhat.io): one token per repository,
+/// anonymous where the service grants it, the auth file's credentials where it does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_are_asked_once_per_repository() {
+    let tokens = TokenService::start("vendor", "pw");
+    let registry = TestRegistry::with_tokens(&tokens, "vendor", "pw");
+    let pusher = Pusher::new(&registry);
+    let fixture = push_release(&pusher, &registry.addr, "4.19.0", "amd64").await;
+    let ctx = Context::new();
+    let plain = format!("http://{}", registry.addr);
+    let (tokens_before, requests_before) = (tokens.asked().len(), registry.requests().len());
+    let mut args = dtk_args(&fixture.release.reference, &plain);
+    args.extend(["-o", "json", "--no-cache", "-v"]);
+    let run = ctx.run(&args).await.expect_code(0);
+    assert_eq!(run.json()["kernelVersion"], fixture.kernel.as_str());
+    let anonymous = |scope: &str| Asked {
+        scope: scope.to_string(),
+        user: None,
+    };
+    assert_eq!(
+        tokens.asked()[tokens_before..],
+        [
+            anonymous("repository:ocp/release:pull"),
+            anonymous("repository:ocp/art-dev:pull")
+        ]
+    );
+    // Each read once, no probe; the plugin counts them, the two tokens, and the one refusal
+    // that told it where tokens come from (the registry does not log refusals as requests).
+    let asked = registry.requests()[requests_before..].to_vec();
+    let mut unique = asked.clone();
+    unique.dedup();
+    assert_eq!(unique, asked, "nothing asked twice");
+    assert!(!asked.iter().any(|r| r == "GET /v2/"), "{asked:#?}");
+    run.expect_stderr(&format!(" in {} requests ", asked.len() + 3));
+
+    // A driver-toolkit in a repository the service grants only to a user.
+    let kernel = kernel_for("4.19.0", "amd64");
+    let dtk = dtk_image(&kernel, "amd64", Flavor::Docker, Compression::Gzip);
+    let dtk = pusher.push_image("private/art-dev", None, &dtk).await;
+    let refs = image_references("4.19.0", Some(&dtk.reference), &registry.addr);
+    let metadata = release_metadata("4.19.0", false);
+    let release = push_payload(&pusher, None, payload_layer(&refs, &metadata, 300), "amd64").await;
+    let mut args = dtk_args(&release.reference, &plain);
+    args.extend(["-o", "json", "--no-cache"]);
+    let refused = ctx.run(&args).await.expect_code(4);
+    refused.expect_stderr("anonymous access was refused");
+
+    let file = ctx.write("auth.json", auth_file(&[(&registry.addr, "vendor", "pw")]));
+    let file = file.display().to_string();
+    args.extend(["--registry-config", &file]);
+    let tokens_before = tokens.asked().len();
+    let run = ctx.run(&args).await.expect_code(0);
+    assert_eq!(run.json()["kernelVersion"], kernel.as_str());
+    let asked = tokens.asked()[tokens_before..].to_vec();
+    assert_eq!(
+        asked,
+        [
+            anonymous("repository:ocp/release:pull"),
+            anonymous("repository:private/art-dev:pull"),
+            Asked {
+                scope: "repository:private/art-dev:pull".into(),
+                user: Some("vendor".into())
+            }
+        ]
+    );
+    assert!(!run.stdout.contains("pw") && !run.stderr.contains("pw"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_credentials_as_podman_users_expect() {
     let registry = TestRegistry::secure("kmm", "s3cret-pass");
@@ -1039,16 +1146,9 @@ async fn transient_failures_are_retried_and_lasting_ones_reported() {
     let mut args = dtk_args(&spec, &proxy.addr);
     args.extend(["-o", "json", "-v", "--no-cache"]);
 
-    // 503s, 429s and dropped connections. oci-client's /v2/ auth probe, which it sends before
-    // each request, takes the odd ones and ignores them; the requests themselves get the rest.
-    proxy.fail_next([
-        Fault::Status(503),
-        Fault::Status(503),
-        Fault::Status(429),
-        Fault::Status(429),
-        Fault::Close,
-        Fault::Close,
-    ]);
+    // A 503, a 429 and a dropped connection on the first request: three retries, the last
+    // attempt allowed succeeds.
+    proxy.fail_next([Fault::Status(503), Fault::Status(429), Fault::Close]);
     let run = ctx.run(&args).await.expect_code(0);
     assert_eq!(run.json()["kernelVersion"], fixture.kernel.as_str());
     assert_eq!(proxy.pending_faults(), 0);

@@ -78,8 +78,21 @@ pub fn registry(
     mirrors: Mirrors,
     term: &Term,
 ) -> Result<Registry> {
+    // `http://host` says the registry speaks plain HTTP: no TLS attempt first.
+    let mut insecure = Vec::new();
+    let mut plain_http = Vec::new();
+    for entry in &args.insecure_registry {
+        let host = entry.trim_end_matches('/');
+        if let Some(host) = host.strip_prefix("http://") {
+            plain_http.push(host.to_string());
+            insecure.push(host.to_string());
+        } else {
+            insecure.push(host.strip_prefix("https://").unwrap_or(host).to_string());
+        }
+    }
     Ok(Registry::new(RegistryOptions {
-        insecure: args.insecure_registry.clone(),
+        insecure,
+        plain_http,
         request_timeout: request_timeout
             .filter(|t| !t.is_zero())
             .unwrap_or(registry::DEFAULT_REQUEST_TIMEOUT),

@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use oci_client::client::BlobResponse;
 
 use super::manifest::Descriptor;
 use super::reference::ImageRef;
-use super::{FIRST_BACKOFF, Notice, Registry};
+use super::{FIRST_BACKOFF, Notice, Registry, Wanted};
 use crate::error::{Error, Result, chain};
 
 /// Resumptions of one blob after its connection dropped mid-stream.
@@ -26,27 +25,20 @@ impl Registry {
         offset: u64,
         len: Option<u64>,
     ) -> Result<(BoxStream<'static, io::Result<Bytes>>, Delivery)> {
-        let descriptor = oci_client::manifest::OciDescriptor {
-            media_type: blob.media_type.clone(),
-            digest: blob.digest.clone(),
-            size: blob.size as i64,
-            ..Default::default()
+        let wanted = Wanted {
+            path: format!("blobs/{}", blob.digest),
+            accept: None,
+            // The whole blob is asked for without a Range header.
+            range: (offset > 0 || len.is_some_and(|l| l < blob.size)).then_some((offset, len)),
         };
-        self.call(image, |client, reference, auth| {
-            let descriptor = descriptor.clone();
-            async move {
-                // Blob calls take no auth argument: they use what the client has stored.
-                client
-                    .store_auth_if_needed(reference.resolve_registry(), &auth)
-                    .await;
-                match client
-                    .pull_blob_stream_partial(&reference, &descriptor, offset, len)
-                    .await?
-                {
-                    BlobResponse::Partial(s) => Ok((s.stream, Delivery::Range)),
-                    BlobResponse::Full(s) => Ok((s.stream, Delivery::Whole)),
-                }
-            }
+        self.call(image, wanted, |response: reqwest::Response| async move {
+            let delivery = if response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                Delivery::Range
+            } else {
+                Delivery::Whole
+            };
+            let stream = response.bytes_stream().map(|r| r.map_err(io::Error::other));
+            Ok((stream.boxed(), delivery))
         })
         .await
     }
@@ -69,7 +61,12 @@ impl Registry {
             position: 0,
             response_end: None,
             skip: 0,
-            window: FIRST_WINDOW,
+            // A small blob in one request: its size is in the manifest.
+            window: if (1..=VERIFIED_WHOLE).contains(&blob.size) {
+                blob.size
+            } else {
+                FIRST_WINDOW
+            },
             hasher: sha2::Sha256::default(),
             failures: 0,
             loaded: false,

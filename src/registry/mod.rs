@@ -1,29 +1,29 @@
-//! Registry access on top of oci-client: credentials as podman finds them, anonymous first and
-//! credentials on 401, `--insecure-registry` and extra CAs, bounded retries, and byte accounting.
+//! Registry access: credentials as podman finds them, anonymous first and credentials on
+//! refusal, `--insecure-registry` and extra CAs, bounded retries, and byte accounting. The
+//! HTTP side (authentication challenges, tokens, connections) is in `http`.
 
 pub mod auth;
 mod blob;
 pub mod cache;
 pub mod files;
+mod http;
 pub mod layers;
 pub mod manifest;
 pub mod mirrors;
 pub mod reference;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
 
-use crate::error::{Error, Result, chain};
+use crate::error::{Error, Result};
 use auth::{Credentials, Found};
 pub use blob::{BlobError, BlobReader};
+use http::{Get, Http, HttpError};
 use mirrors::Mirrors;
 use reference::ImageRef;
 
@@ -97,6 +97,8 @@ impl Proxy {
 pub struct RegistryOptions {
     /// `host[:port]` allowed plain HTTP or unverified TLS.
     pub insecure: Vec<String>,
+    /// Insecure registries known to speak plain HTTP: TLS is not tried first.
+    pub plain_http: Vec<String>,
     /// How long one request may take, its retries included (`--request-timeout`).
     pub request_timeout: Duration,
     /// PEM certificates trusted in addition to the system's.
@@ -137,7 +139,6 @@ pub fn load_ca_files(paths: &[impl AsRef<Path>]) -> Result<Vec<Vec<u8>>> {
 /// Totals for `-v` and the benchmark.
 #[derive(Debug, Default)]
 struct Stats {
-    requests: AtomicU64,
     manifest_bytes: AtomicU64,
     blob_bytes: AtomicU64,
 }
@@ -160,18 +161,10 @@ impl Transferred {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    registry: String,
-    plain_http: bool,
-    accept_invalid_certificates: bool,
-    /// The credential source, or None for anonymous access.
-    credentials: Option<String>,
-}
-
 struct Inner {
     options: RegistryOptions,
-    clients: Mutex<HashMap<ClientKey, oci_client::Client>>,
+    http: Http,
+    settings: http::Settings,
     /// Insecure registries that turned out to speak plain HTTP.
     plain_http: Mutex<HashSet<String>>,
     /// Repositories where anonymous access was refused: go straight to credentials.
@@ -231,45 +224,33 @@ pub(crate) fn looks_like_tls(detail: &str) -> bool {
     .any(|needle| lower.contains(needle))
 }
 
-fn classify(e: &OciDistributionError) -> Class {
-    use OciDistributionError as E;
+fn classify(e: &HttpError) -> Class {
     match e {
-        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => Class::Unauthorized,
-        E::ImageManifestNotFoundError(_) => Class::NotFound,
-        E::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) {
+        HttpError::Unauthorized(_) => Class::Unauthorized,
+        HttpError::Status { code, codes, .. } => {
+            let has = |wanted: &[&str]| codes.iter().any(|c| wanted.contains(&c.as_str()));
+            if has(&[
+                "MANIFEST_UNKNOWN",
+                "NAME_UNKNOWN",
+                "BLOB_UNKNOWN",
+                "NOT_FOUND",
+            ]) {
                 Class::NotFound
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
+            } else if has(&["UNAUTHORIZED", "DENIED"]) {
                 Class::Unauthorized
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
-            {
+            } else if has(&["TOOMANYREQUESTS"]) {
                 Class::Retryable
             } else {
-                Class::Other
+                match code {
+                    404 => Class::NotFound,
+                    401 | 403 => Class::Unauthorized,
+                    429 | 500..=599 => Class::Retryable,
+                    _ => Class::Other,
+                }
             }
         }
-        E::ServerError { code, .. } => match code {
-            404 => Class::NotFound,
-            401 | 403 => Class::Unauthorized,
-            429 | 500..=599 => Class::Retryable,
-            _ => Class::Other,
-        },
-        E::RequestError(err) => {
-            let detail = chain(err);
+        HttpError::Request(err) => {
+            let detail = crate::error::chain(err);
             if looks_like_tls(&detail) {
                 Class::Tls
             } else if err.is_connect() {
@@ -280,27 +261,40 @@ fn classify(e: &OciDistributionError) -> Class {
                 Class::Other
             }
         }
-        E::IoError(_) => Class::Retryable,
-        _ => Class::Other,
+        HttpError::Invalid(_) => Class::Other,
     }
 }
 
-fn describe(e: &OciDistributionError) -> String {
-    match e {
-        OciDistributionError::RequestError(err) => chain(err),
-        OciDistributionError::ServerError { code, message, .. } => {
-            let message = message.trim();
-            if message.is_empty() {
-                format!("HTTP {code}")
-            } else {
-                format!(
-                    "HTTP {code}: {}",
-                    message.chars().take(200).collect::<String>()
-                )
-            }
-        }
-        other => other.to_string(),
+/// The digest of a manifest as received: sha256 of its bytes, which must be the digest it was
+/// asked for by.
+fn manifest_digest(body: &[u8], expected: Option<&str>) -> std::result::Result<String, HttpError> {
+    use sha2::Digest;
+    let Some(expected) = expected else {
+        return Ok(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(body))
+        ));
+    };
+    let actual = match expected.split_once(':') {
+        Some(("sha256", _)) => format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))),
+        Some(("sha512", _)) => format!("sha512:{}", hex::encode(sha2::Sha512::digest(body))),
+        _ => return Ok(expected.to_string()),
+    };
+    if actual == expected {
+        Ok(actual)
+    } else {
+        Err(HttpError::Invalid(format!(
+            "the manifest sent for {expected} has digest {actual}"
+        )))
     }
+}
+
+/// What to GET from an image's repository.
+struct Wanted {
+    /// `manifests/<reference>` or `blobs/<digest>`.
+    path: String,
+    accept: Option<String>,
+    range: Option<(u64, Option<u64>)>,
 }
 
 impl Registry {
@@ -314,12 +308,21 @@ impl Registry {
             credentials: options.credentials.clone(),
             insecure: options.insecure.clone(),
         });
+        let plain_http = options.plain_http.iter().cloned().collect();
+        let settings = http::Settings {
+            ca_certificates: options.ca_certificates.clone(),
+            connect_timeout: options.request_timeout.min(Duration::from_secs(15)),
+            read_timeout: options.request_timeout,
+            user_agent: USER_AGENT,
+            proxy: options.proxy.clone(),
+        };
         Registry {
             access,
             inner: Arc::new(Inner {
                 options,
-                clients: Mutex::default(),
-                plain_http: Mutex::default(),
+                http: Http::default(),
+                settings,
+                plain_http: Mutex::new(plain_http),
                 needs_credentials: Mutex::default(),
                 announced: Mutex::default(),
                 stats: Stats::default(),
@@ -330,7 +333,7 @@ impl Registry {
     pub fn transferred(&self) -> Transferred {
         let s = &self.inner.stats;
         Transferred {
-            requests: s.requests.load(Ordering::Relaxed),
+            requests: self.inner.http.sent.load(Ordering::Relaxed),
             manifest_bytes: s.manifest_bytes.load(Ordering::Relaxed),
             blob_bytes: s.blob_bytes.load(Ordering::Relaxed),
         }
@@ -381,61 +384,17 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn client(&self, registry: &str, credentials: Option<&Found>) -> Result<oci_client::Client> {
-        let plain_http = Self::lock(&self.inner.plain_http).contains(registry);
-        let accept_invalid_certificates = self.is_insecure(registry);
-        let key = ClientKey {
-            registry: registry.to_string(),
-            plain_http,
-            accept_invalid_certificates,
-            credentials: credentials.map(|f| f.source.clone()),
-        };
-        let mut clients = Self::lock(&self.inner.clients);
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
-        }
-        let options = &self.inner.options;
-        let config = ClientConfig {
-            protocol: if plain_http {
-                ClientProtocol::HttpsExcept(vec![registry.to_string()])
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates,
-            extra_root_certificates: options
-                .ca_certificates
-                .iter()
-                .map(|pem| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            connect_timeout: Some(options.request_timeout.min(Duration::from_secs(15))),
-            read_timeout: Some(options.request_timeout),
-            user_agent: USER_AGENT,
-            https_proxy: options.proxy.https.clone(),
-            http_proxy: options.proxy.http.clone(),
-            no_proxy: options.proxy.no_proxy.clone(),
-            ..Default::default()
-        };
-        let client = oci_client::Client::try_from(config).map_err(|e| Error::RegistryTls {
-            registry: registry.to_string(),
-            detail: format!("cannot set up the HTTP client: {}", describe(&e)),
-        })?;
-        clients.insert(key, client.clone());
-        Ok(client)
-    }
-
-    /// Run `op` against `image` with retries, the HTTP fallback for insecure registries, and
-    /// anonymous access first with credentials on refusal.
-    async fn call<T, F, Fut>(&self, image: &ImageRef, op: F) -> Result<T>
+    /// GET `wanted` from `image`'s repository and `read` the answer, with retries, the HTTP
+    /// fallback for insecure registries, and anonymous access first with credentials on refusal.
+    async fn call<T, F, Fut>(&self, image: &ImageRef, wanted: Wanted, read: F) -> Result<T>
     where
-        F: Fn(oci_client::Client, oci_client::Reference, RegistryAuth) -> Fut,
-        Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, HttpError>>,
     {
         // A peer that accepts and never answers: the whole call, retries included, is bounded.
         let after = self.inner.options.request_timeout;
-        match tokio::time::timeout(after, self.call_unbounded(image, op)).await {
+        let call = self.call_unbounded(image, &wanted, &read);
+        match tokio::time::timeout(after, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::RegistryTimeout {
                 registry: image.registry.clone(),
@@ -445,17 +404,23 @@ impl Registry {
         }
     }
 
-    async fn call_unbounded<T, F, Fut>(&self, image: &ImageRef, op: F) -> Result<T>
+    async fn call_unbounded<T, F, Fut>(
+        &self,
+        image: &ImageRef,
+        wanted: &Wanted,
+        read: &F,
+    ) -> Result<T>
     where
-        F: Fn(oci_client::Client, oci_client::Reference, RegistryAuth) -> Fut,
-        Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, HttpError>>,
     {
         let repository = image.repository_path();
         let found = self.access.credentials.lookup(image);
-        let anonymous_first =
-            found.is_none() || !Self::lock(&self.inner.needs_credentials).contains(&repository);
+        let anonymous_first = found.is_none()
+            || !(Self::lock(&self.inner.needs_credentials).contains(&repository)
+                || self.inner.http.refuses_anonymous(&image.registry));
         if anonymous_first {
-            match self.attempt(image, None, &op).await {
+            match self.attempt(image, None, wanted, read).await {
                 Err(Failure::Unauthorized) if found.is_some() => {
                     Self::lock(&self.inner.needs_credentials).insert(repository.clone());
                 }
@@ -468,7 +433,7 @@ impl Registry {
             }
         }
         let found = found.as_ref();
-        match self.attempt(image, found, &op).await {
+        match self.attempt(image, found, wanted, read).await {
             Ok(value) => {
                 self.announce(&repository, found);
                 Ok(value)
@@ -527,33 +492,37 @@ impl Registry {
         &self,
         image: &ImageRef,
         found: Option<&Found>,
-        op: &F,
+        wanted: &Wanted,
+        read: &F,
     ) -> std::result::Result<T, Failure>
     where
-        F: Fn(oci_client::Client, oci_client::Reference, RegistryAuth) -> Fut,
-        Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, HttpError>>,
     {
-        let reference = image.to_oci();
-        let auth = match found {
-            Some(f) => {
-                RegistryAuth::Basic(f.credential.username.clone(), f.credential.password.clone())
-            }
-            None => RegistryAuth::Anonymous,
-        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let was_plain = Self::lock(&self.inner.plain_http).contains(&image.registry);
-            let client = self
-                .client(&image.registry, found)
-                .map_err(Failure::Fatal)?;
-            self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let error = match op(client, reference.clone(), auth.clone()).await {
-                Ok(value) => return Ok(value),
+            let get = Get {
+                registry: &image.registry,
+                repository: &image.repository,
+                path: wanted.path.clone(),
+                plain_http: was_plain,
+                accept_invalid_certificates: self.is_insecure(&image.registry),
+                accept: wanted.accept.clone(),
+                range: wanted.range,
+            };
+            let answer = self.inner.http.get(&self.inner.settings, &get, found).await;
+            let error = match answer {
+                Ok(response) if response.status().is_success() => match read(response).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) => e,
+                },
+                Ok(response) => http::status_error(response).await,
                 Err(e) => e,
             };
             let class = classify(&error);
-            let detail = describe(&error);
+            let detail = error.describe();
             if matches!(class, Class::Tls | Class::Unreachable)
                 && self.is_insecure(&image.registry)
                 && !was_plain
@@ -610,14 +579,26 @@ impl Registry {
 
     /// GET a manifest by tag or digest. The digest is verified against the body.
     pub async fn manifest(&self, image: &ImageRef) -> Result<RawManifest> {
-        let result = self
-            .call(image, |client, reference, auth| async move {
-                client
-                    .pull_manifest_raw(&reference, &auth, manifest::ACCEPTED)
-                    .await
-            })
-            .await;
-        let (body, digest) = result?;
+        let reference = match (&image.digest, &image.tag) {
+            (Some(digest), _) => digest.clone(),
+            (None, Some(tag)) => tag.clone(),
+            (None, None) => "latest".to_string(),
+        };
+        let wanted = Wanted {
+            path: format!("manifests/{reference}"),
+            accept: Some(manifest::ACCEPTED.join(", ")),
+            range: None,
+        };
+        let expected = image.digest.clone();
+        let read = |response: reqwest::Response| {
+            let expected = expected.clone();
+            async move {
+                let body = response.bytes().await?;
+                let digest = manifest_digest(&body, expected.as_deref())?;
+                Ok((body, digest))
+            }
+        };
+        let (body, digest) = self.call(image, wanted, read).await?;
         self.inner
             .stats
             .manifest_bytes

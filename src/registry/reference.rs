@@ -63,26 +63,6 @@ impl ImageRef {
         format!("{}/{}", self.registry, self.repository)
     }
 
-    pub fn to_oci(&self) -> oci_client::Reference {
-        match (&self.tag, &self.digest) {
-            (_, Some(digest)) => oci_client::Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                digest.clone(),
-            ),
-            (Some(tag), None) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag.clone(),
-            ),
-            (None, None) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                "latest".into(),
-            ),
-        }
-    }
-
     /// Parse `host[:port]/path` (no tag, no digest), as given to `--release-repo`.
     pub fn parse_repository(input: &str) -> Result<ImageRef, ParseImageRefError> {
         let parsed: ImageRef = input.parse()?;

@@ -12,6 +12,7 @@ pub mod operator;
 pub mod proxy;
 pub mod pty;
 pub mod registry;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

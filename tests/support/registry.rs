@@ -58,15 +58,28 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Plain HTTP, no auth.
     pub fn plain() -> Self {
-        Self::start(false, None)
+        Self::start(false, None, None)
     }
 
     /// HTTPS with a generated CA and htpasswd basic auth.
     pub fn secure(user: &str, password: &str) -> Self {
-        Self::start(true, Some((user.to_string(), password.to_string())))
+        Self::start(true, Some((user.to_string(), password.to_string())), None)
     }
 
-    fn start(tls: bool, credentials: Option<(String, String)>) -> Self {
+    /// Plain HTTP with bearer tokens from `tokens` (pushes use `user`'s password).
+    pub fn with_tokens(tokens: &super::tokens::TokenService, user: &str, password: &str) -> Self {
+        Self::start(
+            false,
+            Some((user.to_string(), password.to_string())),
+            Some(tokens),
+        )
+    }
+
+    fn start(
+        tls: bool,
+        credentials: Option<(String, String)>,
+        tokens: Option<&super::tokens::TokenService>,
+    ) -> Self {
         let binary = which::which("docker-registry").expect(
             "docker-registry is not installed; run the README's test command, which installs it",
         );
@@ -89,7 +102,18 @@ impl TestRegistry {
                     files.key.display()
                 ));
             }
-            if let Some((user, password)) = &credentials {
+            if let Some(tokens) = tokens {
+                let bundle = dir.path().join("token-signer.pem");
+                std::fs::write(&bundle, &tokens.certificate_pem).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    \
+                     rootcertbundle: {}\n",
+                    tokens.realm,
+                    super::tokens::SERVICE,
+                    super::tokens::ISSUER,
+                    bundle.display()
+                ));
+            } else if let Some((user, password)) = &credentials {
                 let hash = bcrypt::hash(password, 4).unwrap();
                 let htpasswd = dir.path().join("htpasswd");
                 std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
@@ -164,6 +188,31 @@ impl TestRegistry {
 
     pub fn ca_pem(&self) -> Option<&Path> {
         self.tls.as_ref().map(|t| t.ca_pem.as_path())
+    }
+
+    /// `METHOD /path` of every request the registry answered so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        let field = |line: &str, name: &str| {
+            let start = line.find(&format!(" {name}="))? + name.len() + 2;
+            let value = &line[start..];
+            Some(match value.strip_prefix('"') {
+                Some(quoted) => quoted[..quoted.find('"')?].to_string(),
+                None => value.split(' ').next()?.to_string(),
+            })
+        };
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("msg=\"response completed\""))
+            .filter_map(|line| {
+                Some(format!(
+                    "{} {}",
+                    field(line, "http.request.method")?,
+                    field(line, "http.request.uri")?
+                ))
+            })
+            .collect()
     }
 
     /// Requests for blobs seen in the access log so far.
