@@ -12,15 +12,12 @@ mod support;
 
 use std::process::Command;
 
-use serde_json::json;
 use support::apiserver::{ApiServer, Kmm};
-use support::images::{Compression, Flavor, Pusher, TarLayer, layer, sha256};
-use support::kmod::{Ko, Tree, base_layer};
+use support::bench::{self, KERNEL, KmodImages, kmod_images};
+use support::images::Pusher;
 use support::measure::{self, measure, mib};
 use support::proxy::FaultProxy;
 use support::registry::TestRegistry;
-
-const KERNEL: &str = "5.14.0-570.19.1.el9_6.x86_64";
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -46,84 +43,14 @@ async fn run(base_mib: u64, images: usize, modules: usize) {
     eprintln!(
         "building and pushing {images} kmod images over a {base_mib} MiB base layer (gcc, depmod)…"
     );
-    let base = TarLayer::new()
-        .noise("usr/lib64/libbase.so", base_mib * 1024 * 1024, 5)
-        .finish();
-    let base_blob = layer(base, Compression::Gzip, Flavor::Docker);
-    let tools_blob = layer(base_layer(), Compression::Gzip, Flavor::Docker);
-    let mut references = Vec::new();
-    let mut image_bytes = 0u64;
-    for i in 0..images {
-        let mut tree = Tree::new();
-        let helper = format!("vendor{i}_fw");
-        tree.module(
-            "/opt",
-            KERNEL,
-            &Ko::new(&helper)
-                .at(&format!("kernel/drivers/misc/{helper}.ko"))
-                .exports(&[&format!("{helper}_load")]),
-        )
-        .module(
-            "/opt",
-            KERNEL,
-            &Ko::new(&format!("vendor{i}")).imports(&[&format!("{helper}_load")]),
-        )
-        .depmod("/opt", KERNEL);
-        let top = layer(tree.layer(), Compression::Gzip, Flavor::Docker);
-        let repo = format!("bench/vendor{}", i % 10);
-        let layers = [&base_blob, &tools_blob, &top];
-        for blob in layers {
-            pusher
-                .push_blob(&repo, blob.data.clone(), &blob.digest)
-                .await;
-        }
-        let config = serde_json::to_vec(&json!({
-            "architecture": "amd64", "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
-        }))
-        .unwrap();
-        let config_digest = sha256(&config);
-        pusher
-            .push_blob(&repo, config.clone().into(), &config_digest)
-            .await;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
-            "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.data.len()})).collect::<Vec<_>>(),
-        });
-        let tag = format!("v{i}-{KERNEL}");
-        pusher
-            .push_manifest(
-                &repo,
-                Some(&tag),
-                serde_json::to_vec(&manifest).unwrap(),
-                "application/vnd.docker.distribution.manifest.v2+json",
-            )
-            .await;
-        image_bytes +=
-            config.len() as u64 + layers.iter().map(|l| l.data.len() as u64).sum::<u64>();
-        references.push(format!("{}/{repo}:{tag}", proxy.addr));
-    }
+    let KmodImages {
+        references,
+        bytes: image_bytes,
+    } = kmod_images(&pusher, &proxy.addr, images, base_mib).await;
 
     let api = ApiServer::start(Kmm::Ocp24).await;
     api.add_node("worker-0", "amd64");
-    for m in 0..modules {
-        let i = m % images;
-        let image = format!(
-            "{}/bench/vendor{}:v{i}-${{KERNEL_FULL_VERSION}}",
-            proxy.addr,
-            i % 10
-        );
-        api.add_module(
-            &format!("team{}", m % 10),
-            &format!("module{m}"),
-            json!({"selector": {"node-role.kubernetes.io/worker": ""},
-                   "moduleLoader": {"container": {
-                       "modprobe": {"moduleName": format!("vendor{i}")},
-                       "kernelMappings": [{"regexp": "^.+$", "containerImage": image}]}}}),
-        );
-    }
+    bench::add_modules(&api, &proxy.addr, modules, 10, images);
     let home = tempfile::tempdir().unwrap();
     let kubeconfig = home.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();

@@ -120,9 +120,12 @@ async fn an_api_server_that_never_answers_ends_the_run_at_its_deadline() {
         ),
     );
     let kubeconfig = kubeconfig.display().to_string();
-    for args in [
-        vec!["preflight", "--kernel", "5.14.0-570.19.0.el9_6.x86_64"],
-        vec!["status", "-w"],
+    for (args, step) in [
+        (
+            vec!["preflight", "--kernel", "5.14.0-570.19.0.el9_6.x86_64"],
+            "reading KMM's CRDs, nodes, Modules, pull secret and image mirrors",
+        ),
+        (vec!["status", "-w"], "reading KMM's CRDs"),
     ] {
         let mut argv = args.clone();
         argv.extend(["--kubeconfig", &kubeconfig, "--timeout", "3s"]);
@@ -131,7 +134,7 @@ async fn an_api_server_that_never_answers_ends_the_run_at_its_deadline() {
             .expect_code(4);
         assert!(
             run.stderr.contains(&format!(
-                "gave up after 3s (--timeout) while reading KMM's CRDs from https://{}",
+                "gave up after 3s (--timeout) while {step} from https://{}",
                 stalled.addr
             )),
             "{args:?}: {}",

@@ -39,6 +39,8 @@ pub struct Cluster {
     client: kube::Client,
     pub server: String,
     pub request_timeout: Option<Duration>,
+    /// Read once per run: it may be asked for early (concurrently) and used later.
+    cluster_version: tokio::sync::OnceCell<std::result::Result<Value, String>>,
 }
 
 /// `KUBECONFIG` merged as kubectl merges it: paths in order, the first to set a value wins,
@@ -169,6 +171,7 @@ impl Cluster {
             client,
             server,
             request_timeout: options.request_timeout,
+            cluster_version: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -240,8 +243,7 @@ impl Cluster {
 
     /// Which KMM this is, from its CRDs; from discovery when CRDs may not be read.
     pub async fn detect_kmm(&self) -> Result<KmmApi> {
-        let pv = self.crd(PV_CRD).await;
-        let pvo = self.crd(PVO_CRD).await;
+        let (pv, pvo) = tokio::join!(self.crd(PV_CRD), self.crd(PVO_CRD));
         let api = match (pv, pvo) {
             (Ok(pv), Ok(pvo)) => kmm::from_crds(pv.as_ref(), pvo.as_ref()),
             (Err(Error::Forbidden { .. }), _) | (_, Err(Error::Forbidden { .. })) => {
@@ -402,8 +404,15 @@ impl Cluster {
     }
 
     /// ClusterVersion `version`; Err(reason) when there is none (not OpenShift) or it may not
-    /// be read.
+    /// be read. Read once per run.
     pub async fn cluster_version(&self) -> std::result::Result<Value, String> {
+        self.cluster_version
+            .get_or_init(|| self.read_cluster_version())
+            .await
+            .clone()
+    }
+
+    async fn read_cluster_version(&self) -> std::result::Result<Value, String> {
         let resource = Self::openshift_resource(
             "config.openshift.io",
             "v1",
@@ -447,12 +456,18 @@ impl Cluster {
                 "imagecontentsourcepolicies",
             ),
         ];
+        // The three lists at once: one round trip.
+        let lists =
+            futures::future::join_all(kinds.iter().map(|&(group, version, kind, plural)| {
+                let resource = Self::openshift_resource(group, version, kind, plural);
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+                async move { (kind, plural, api.list(&ListParams::default()).await) }
+            }))
+            .await;
         let mut sets = Vec::new();
         let mut notes = Vec::new();
-        for (group, version, kind, plural) in kinds {
-            let resource = Self::openshift_resource(group, version, kind, plural);
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-            match api.list(&ListParams::default()).await {
+        for (kind, plural, listed) in lists {
+            match listed {
                 Ok(list) => {
                     for object in list.items {
                         let mut value = serde_json::to_value(object).unwrap_or_default();

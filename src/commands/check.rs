@@ -161,24 +161,40 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         )),
     };
     let cluster_ref = cluster.as_deref();
-    let registries = context::registries(
-        cluster_ref,
-        &args.registry,
-        args.kube.request_timeout.0,
-        term,
-    )
-    .await?;
-    let cache = Cache::new(args.registry.no_cache);
-    let nodes = context::nodes(cluster_ref, term).await?;
-
-    let values = match (&loaded, cluster_ref) {
-        (Some(loaded), _) => loaded.modules.clone(),
-        (None, Some(cluster)) => {
-            term.step(format!("listing the Modules of {}", cluster.server));
-            cluster.modules(args.namespace.as_deref()).await?
+    // The pull secret, mirror sets, nodes and Modules at once.
+    if let Some(cluster) = cluster_ref {
+        term.step(format!(
+            "reading the nodes, Modules, pull secret and image mirrors of {}",
+            cluster.server
+        ));
+    }
+    let listing = async {
+        match (&loaded, cluster_ref) {
+            (Some(loaded), _) => Ok(loaded.modules.clone()),
+            (None, Some(cluster)) => cluster.modules(args.namespace.as_deref()).await,
+            (None, None) => Ok(Vec::new()),
         }
-        (None, None) => Vec::new(),
     };
+    // Versions and --updates are looked up in the ClusterVersion: read it now too.
+    let wants_cluster_version = args.updates || listed.iter().any(|l| l.spec.version().is_some());
+    let cluster_version = async {
+        if let Some(cluster) = cluster_ref.filter(|_| wants_cluster_version) {
+            let _ = cluster.cluster_version().await;
+        }
+    };
+    let (registries, nodes, values, ()) = tokio::join!(
+        context::registries(
+            cluster_ref,
+            &args.registry,
+            args.kube.request_timeout.0,
+            term,
+        ),
+        context::nodes(cluster_ref, term),
+        listing,
+        cluster_version,
+    );
+    let (registries, nodes, values) = (registries?, nodes?, values?);
+    let cache = Cache::new(args.registry.no_cache);
     term.step_done();
     let modules = select_modules(&values, &args, loaded.is_some(), term)?;
     let objects: Arc<dyn Objects> = match (loaded, &cluster) {

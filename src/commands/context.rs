@@ -95,11 +95,9 @@ pub async fn registries(
     let mut release_credentials = local.clone();
     let mut module_credentials = local;
     if let Some(cluster) = cluster {
-        term.step(format!(
-            "reading the pull secret and image mirrors of {}",
-            cluster.server
-        ));
-        match cluster.pull_secret().await {
+        let (pull_secret, (cluster_sets, notes)) =
+            tokio::join!(cluster.pull_secret(), cluster.mirror_sets());
+        match pull_secret {
             Ok(entries) => {
                 release_credentials.push_entries(PULL_SECRET_LABEL, entries.clone());
                 module_credentials = module_credentials.with_first(PULL_SECRET_LABEL, entries);
@@ -111,7 +109,6 @@ pub async fn registries(
             }
             Err(reason) => term.info(&format!("not using the cluster pull secret: {reason}")),
         }
-        let (cluster_sets, notes) = cluster.mirror_sets().await;
         for note in notes {
             term.info(&note);
         }
@@ -142,7 +139,6 @@ pub async fn nodes(cluster: Option<&Cluster>, term: &Term) -> Result<Option<Vec<
     let Some(cluster) = cluster else {
         return Ok(None);
     };
-    term.step(format!("listing the nodes of {}", cluster.server));
     let nodes = cluster.nodes().await?;
     if nodes.is_none() {
         term.warn(

@@ -50,46 +50,61 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
 
     let deadline = context::Deadline::new(args.timeout.0);
     let cluster = Arc::new(Cluster::connect(&super::cluster_options(&args.kube)).await?);
-    term.step(format!("reading KMM's CRDs from {}", cluster.server));
-    let api = deadline.bound(term, cluster.detect_kmm()).await?;
+    // Everything read from the cluster before the release is resolved is read at once: KMM's
+    // CRDs, the pull secret and mirror sets, the nodes, the Modules, the ClusterVersion.
+    let mut client_check = !args.no_client_check && args.dry_run == DryRun::None;
+    term.step(format!(
+        "reading KMM's CRDs, nodes, Modules, pull secret and image mirrors from {}",
+        cluster.server
+    ));
+    let (api, registries, nodes, listed) = deadline
+        .bound(term, async {
+            let modules = async {
+                match client_check {
+                    true => Some(cluster.modules(None).await),
+                    false => None,
+                }
+            };
+            let cluster_version = async {
+                if release_spec.as_ref().is_some_and(|s| s.version().is_some()) {
+                    let _ = cluster.cluster_version().await;
+                }
+            };
+            let (api, registries, nodes, modules, ()) = tokio::join!(
+                cluster.detect_kmm(),
+                context::registries(
+                    Some(&cluster),
+                    &args.registry,
+                    args.kube.request_timeout.0,
+                    term,
+                ),
+                context::nodes(Some(&cluster), term),
+                modules,
+                cluster_version,
+            );
+            Ok((api?, registries?, nodes?, modules))
+        })
+        .await?;
     term.info(&format!(
         "{}: {} (from {})",
         cluster.server,
         api.generation(),
         api.source
     ));
-    let registries = deadline
-        .bound(
-            term,
-            context::registries(
-                Some(&cluster),
-                &args.registry,
-                args.kube.request_timeout.0,
-                term,
-            ),
-        )
-        .await?;
     let cache = Cache::new(args.registry.no_cache);
-    let nodes = deadline
-        .bound(term, context::nodes(Some(&cluster), term))
-        .await?;
-    let mut client_check = !args.no_client_check && args.dry_run == DryRun::None;
-    let modules = if client_check {
-        term.step(format!("listing the Modules of {}", cluster.server));
-        match deadline.bound(term, cluster.modules(None)).await {
-            Ok(values) => checked_modules(&values, term),
-            Err(e @ Error::Forbidden { .. }) => {
-                term.warn(&format!(
-                    "the Modules cannot be read ({e}): KMM's preflight alone, without the client check"
-                ));
-                client_check = false;
-                Vec::new()
-            }
-            Err(e) => return Err(e),
+    let modules = match listed {
+        None => Vec::new(),
+        Some(Ok(values)) => checked_modules(&values, term),
+        Some(Err(e @ Error::Forbidden { .. })) => {
+            term.warn(&format!(
+                "the Modules cannot be read ({e}): KMM's preflight alone, without the client check"
+            ));
+            client_check = false;
+            Vec::new()
         }
-    } else {
-        Vec::new()
+        Some(Err(e)) => return Err(e),
     };
+    term.step_done();
 
     let target = match &release_spec {
         Some(spec) => {
@@ -180,21 +195,25 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     if checker.is_some() {
         term.step(format!("checking the images of {} Modules", modules.len()));
     }
-    let mut judge = deadline
+    // The preflight objects already there are listed while the images are checked.
+    let (mut judge, listed) = deadline
         .bound(term, async {
-            Ok(ClientJudge::start(
-                checker,
-                target.plan.clone(),
-                &inputs.kernel_version,
-                &modules,
-            )
-            .await)
+            let (judge, listed) = tokio::join!(
+                ClientJudge::start(
+                    checker,
+                    target.plan.clone(),
+                    &inputs.kernel_version,
+                    &modules,
+                ),
+                list_preflights(&cluster, &api),
+            );
+            Ok((judge, listed?))
         })
         .await?;
     term.step_done();
 
     let room = deadline
-        .bound(term, make_room(&cluster, &api, &plan, &args, term))
+        .bound(term, make_room(&cluster, &api, &plan, &args, listed, term))
         .await?;
     if room == Room::Create {
         term.step(format!("creating {} {name}", plan.resource.kind));
@@ -506,6 +525,17 @@ fn spec_difference(ours: &Value, theirs: &Value) -> Option<String> {
     (!differences.is_empty()).then(|| differences.join("; "))
 }
 
+/// The preflight objects of every kind this KMM serves, listed at once.
+async fn list_preflights(cluster: &Cluster, api: &KmmApi) -> Result<Vec<(Resource, Vec<Value>)>> {
+    let resources = api.preflight_resources();
+    let lists = futures::future::join_all(resources.iter().map(|r| cluster.list(r))).await;
+    resources
+        .into_iter()
+        .zip(lists)
+        .map(|(resource, list)| Ok((resource, list?)))
+        .collect()
+}
+
 /// Two preflights at once fight over the same per-Module objects in KMM ≥ 2.4 (kmm-api.md §4.4);
 /// in older KMMs only an object of the same name is in the way. One of that name and the same
 /// spec is followed instead (unless `--replace`).
@@ -514,13 +544,14 @@ async fn make_room(
     api: &KmmApi,
     plan: &kmm::Plan,
     args: &PreflightArgs,
+    listed: Vec<(Resource, Vec<Value>)>,
     term: &Term,
 ) -> Result<Room> {
     let name = plan.object["metadata"]["name"].as_str().unwrap_or_default();
     let mut existing: Vec<(Resource, String)> = Vec::new();
     let mut same = false;
-    for resource in api.preflight_resources() {
-        for object in cluster.list(&resource).await? {
+    for (resource, objects) in listed {
+        for object in objects {
             let other = object["metadata"]["name"].as_str().unwrap_or_default();
             if resource.kind == "PreflightValidation" && owned_by_ocp_preflight(&object) {
                 continue;

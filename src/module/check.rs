@@ -29,8 +29,9 @@ const CACHE_NAMESPACE: &str = "kmod-v1";
 /// How a missing image without build or sign ends in KMM ≥ 2.4 (kmm-api.md §4.2).
 const WAITS_FOREVER: &str = "KMM 2.4+ would wait for it forever";
 const ROLE: &str = "kmod image";
-/// Image checks under way at once.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Image checks under way at once. Each costs a few round trips and little bandwidth, so on a
+/// distant registry the wait is latency: enough at once that 50 images take two rounds.
+pub const DEFAULT_CONCURRENCY: usize = 32;
 /// An image config is a few KiB.
 const CONFIG_LIMIT: u64 = 1024 * 1024;
 /// Symlinks above `dirName` followed at most.
@@ -818,52 +819,60 @@ impl Checker {
                 }
                 Err(e) => return ImageState::Unknown(e.to_string()),
             };
-        if !was_list {
+        self.images_read.fetch_add(1, Ordering::Relaxed);
+        self.image_bytes
+            .fetch_add(platform.total_size(), Ordering::Relaxed);
+
+        // The config (for the architecture of a single-platform image) and the layers are read
+        // at once: one round trip instead of two.
+        let architecture = async {
+            if was_list {
+                return None;
+            }
             match files::small_blob(&registry, &pinned, &platform.config, CONFIG_LIMIT).await {
                 Ok(config) => {
                     let architecture = serde_json::from_slice::<serde_json::Value>(&config)
                         .ok()
                         .and_then(|c| c["architecture"].as_str().map(str::to_string));
-                    if let Some(arch) = architecture.filter(|a| !a.is_empty() && a != goarch) {
-                        return ImageState::Unusable(format!(
-                            "{shown} is a linux/{arch} image; the nodes are linux/{goarch}"
-                        ));
-                    }
+                    architecture
+                        .filter(|a| !a.is_empty() && a != goarch)
+                        .map(|arch| {
+                            ImageState::Unusable(format!(
+                                "{shown} is a linux/{arch} image; the nodes are linux/{goarch}"
+                            ))
+                        })
                 }
-                Err(e) => return ImageState::Unknown(e.to_string()),
+                Err(e) => Some(ImageState::Unknown(e.to_string())),
             }
-        }
-        self.images_read.fetch_add(1, Ordering::Relaxed);
-        self.image_bytes
-            .fetch_add(platform.total_size(), Ordering::Relaxed);
-
-        let mut looking = wanted.clone();
-        let mut tree = None;
-        for _ in 0..=MAX_REDIRECTS {
-            let query = looking.query();
-            let target = looking.clone();
-            let mut indexes = Indexes::default();
-            let scanned = files::scan_tree(&registry, &pinned, &platform, query, move |t| {
-                layout::answered(&target, t, &mut indexes)
-            })
-            .await;
-            let scanned = match scanned {
-                Ok(t) => t,
-                Err(e) => return ImageState::Unknown(e.to_string()),
-            };
-            match looking.redirected(&scanned) {
-                Some(next) => looking = next,
-                None => {
-                    tree = Some(scanned);
-                    break;
+        };
+        let layers = async {
+            let mut looking = wanted.clone();
+            for _ in 0..=MAX_REDIRECTS {
+                let query = looking.query();
+                let target = looking.clone();
+                let mut indexes = Indexes::default();
+                let scanned = files::scan_tree(&registry, &pinned, &platform, query, move |t| {
+                    layout::answered(&target, t, &mut indexes)
+                })
+                .await
+                .map_err(|e| ImageState::Unknown(e.to_string()))?;
+                match looking.redirected(&scanned) {
+                    Some(next) => looking = next,
+                    None => return Ok((looking, scanned)),
                 }
             }
-        }
-        let Some(tree) = tree else {
-            return ImageState::Unusable(format!(
+            Err(ImageState::Unusable(format!(
                 "{shown}: too many symbolic links above {}",
                 wanted.dir_name
-            ));
+            )))
+        };
+        let (wrong_architecture, scanned) = tokio::join!(architecture, layers);
+        if let Some(state) = wrong_architecture {
+            return state;
+        }
+        let (looking, tree) = match scanned {
+            Ok(found) => found,
+            Err(state) => return state,
         };
         let finding = layout::evaluate(&looking, &tree, &mut Indexes::default(), &shown);
         if matches!(finding, Finding::Ready(_) | Finding::Failed(_))

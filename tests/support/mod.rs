@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod bench;
 pub mod cluster;
 pub mod fixtures;
 pub mod httpproxy;
@@ -12,6 +13,7 @@ pub mod operator;
 pub mod proxy;
 pub mod pty;
 pub mod registry;
+pub mod relay;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};

@@ -621,6 +621,11 @@ impl ApiServer {
             .delete(&self.ty("kmm.sigs.x-k8s.io", "Module"), namespace, name);
     }
 
+    /// Delete an object as a client would (finalizers hold it).
+    pub fn remove(&self, group: &str, kind: &str, namespace: &str, name: &str) {
+        let _ = self.store.delete(&self.ty(group, kind), namespace, name);
+    }
+
     pub fn put(&self, group: &str, kind: &str, object: Value) -> Value {
         self.store.put(&self.ty(group, kind), object)
     }

@@ -1,0 +1,114 @@
+//! The fixture the check and latency benchmarks share: kmod images over a common base layer,
+//! and Modules that use them.
+
+use serde_json::json;
+
+use super::apiserver::ApiServer;
+use super::images::{Compression, Flavor, Pusher, TarLayer, layer, sha256};
+use super::kmod::{Ko, Tree, base_layer};
+
+pub const KERNEL: &str = "5.14.0-570.19.1.el9_6.x86_64";
+
+pub struct KmodImages {
+    /// `address/bench/vendorN:vI-KERNEL`, one per image.
+    pub references: Vec<String>,
+    /// Config and layers of all images, as stored.
+    pub bytes: u64,
+}
+
+/// Push `images` kmod images, each a `base_mib` MiB base layer of incompressible data (one
+/// blob shared by all, as a common UBI base is), a tools layer and a small top layer with two
+/// gcc-built modules for `KERNEL` indexed by the real depmod, into 10 repositories.
+/// References name `address` (the registry, or a proxy in front of it).
+pub async fn kmod_images(
+    pusher: &Pusher,
+    address: &str,
+    images: usize,
+    base_mib: u64,
+) -> KmodImages {
+    let base = TarLayer::new()
+        .noise("usr/lib64/libbase.so", base_mib * 1024 * 1024, 5)
+        .finish();
+    let base_blob = layer(base, Compression::Gzip, Flavor::Docker);
+    let tools_blob = layer(base_layer(), Compression::Gzip, Flavor::Docker);
+    let mut references = Vec::new();
+    let mut bytes = 0u64;
+    for i in 0..images {
+        let mut tree = Tree::new();
+        let helper = format!("vendor{i}_fw");
+        tree.module(
+            "/opt",
+            KERNEL,
+            &Ko::new(&helper)
+                .at(&format!("kernel/drivers/misc/{helper}.ko"))
+                .exports(&[&format!("{helper}_load")]),
+        )
+        .module(
+            "/opt",
+            KERNEL,
+            &Ko::new(&format!("vendor{i}")).imports(&[&format!("{helper}_load")]),
+        )
+        .depmod("/opt", KERNEL);
+        let top = layer(tree.layer(), Compression::Gzip, Flavor::Docker);
+        let repo = format!("bench/vendor{}", i % 10);
+        let layers = [&base_blob, &tools_blob, &top];
+        for blob in layers {
+            pusher
+                .push_blob(&repo, blob.data.clone(), &blob.digest)
+                .await;
+        }
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+        }))
+        .unwrap();
+        let config_digest = sha256(&config);
+        pusher
+            .push_blob(&repo, config.clone().into(), &config_digest)
+            .await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.data.len()})).collect::<Vec<_>>(),
+        });
+        let tag = format!("v{i}-{KERNEL}");
+        pusher
+            .push_manifest(
+                &repo,
+                Some(&tag),
+                serde_json::to_vec(&manifest).unwrap(),
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .await;
+        bytes += config.len() as u64 + layers.iter().map(|l| l.data.len() as u64).sum::<u64>();
+        references.push(format!("{address}/{repo}:{tag}"));
+    }
+    KmodImages { references, bytes }
+}
+
+/// `modules` Modules in `namespaces` namespaces, Module m loading image m % images (as pushed
+/// by `kmod_images` at `address`) on the worker nodes.
+pub fn add_modules(
+    api: &ApiServer,
+    address: &str,
+    modules: usize,
+    namespaces: usize,
+    images: usize,
+) {
+    for m in 0..modules {
+        let i = m % images;
+        let image = format!(
+            "{address}/bench/vendor{}:v{i}-${{KERNEL_FULL_VERSION}}",
+            i % 10
+        );
+        api.add_module(
+            &format!("team{}", m % namespaces),
+            &format!("module{m}"),
+            json!({"selector": {"node-role.kubernetes.io/worker": ""},
+                   "moduleLoader": {"container": {
+                       "modprobe": {"moduleName": format!("vendor{i}")},
+                       "kernelMappings": [{"regexp": "^.+$", "containerImage": image}]}}}),
+        );
+    }
+}
