@@ -684,3 +684,63 @@ async fn a_terminal_shows_what_the_plugin_waits_for() {
         terminal.screen()
     );
 }
+
+/// The cluster reads that do not depend on one another do not wait for one another, and the
+/// release is read as soon as what it needs is there: with any one read hanging, the others
+/// (and the work behind them) go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn independent_reads_do_not_wait_for_one_another() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
+    let read = |resource: &str| c.api.requests().iter().any(|r| r.resource == resource);
+
+    // The Modules hang: the nodes, the pull secret, the mirror sets, the ClusterVersion, KMM's
+    // CRDs and the existing preflights are read, and so is the release.
+    c.api.delay("/modules", Duration::from_secs(60));
+    let pushed = c.registry.requests().len();
+    let run = c.preflight(&["--timeout", "3s"]).await.expect_code(4);
+    for resource in [
+        "nodes",
+        "secrets",
+        "clusterversions",
+        "imagedigestmirrorsets",
+        "imagetagmirrorsets",
+        "imagecontentsourcepolicies",
+        "customresourcedefinitions",
+        "preflightvalidationsocp",
+    ] {
+        assert!(read(resource), "{resource} not read: {}", run.stderr);
+    }
+    assert!(
+        c.registry.requests()[pushed..]
+            .iter()
+            .any(|r| r.starts_with("GET /v2/ocp/release/manifests/")),
+        "the release is read while the Modules are listed: {}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_node_list_holds_back_only_what_needs_the_nodes() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    c.module("gpu-operator", "nvidia-gpu", true, false).await;
+    let read = |resource: &str| c.api.requests().iter().any(|r| r.resource == resource);
+    // The release needs the nodes' architecture: it waits; everything else is read.
+    c.api.delay("/api/v1/nodes", Duration::from_secs(60));
+    let pushed = c.registry.requests().len();
+    let run = c.preflight(&["--timeout", "3s"]).await.expect_code(4);
+    for resource in [
+        "modules",
+        "secrets",
+        "clusterversions",
+        "customresourcedefinitions",
+        "preflightvalidationsocp",
+    ] {
+        assert!(read(resource), "{resource} not read: {}", run.stderr);
+    }
+    assert_eq!(
+        c.registry.requests().len(),
+        pushed,
+        "the release waits for the nodes"
+    );
+}

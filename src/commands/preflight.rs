@@ -50,105 +50,45 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
 
     let deadline = context::Deadline::new(args.timeout.0);
     let cluster = Arc::new(Cluster::connect(&super::cluster_options(&args.kube)).await?);
-    // Everything read from the cluster before the release is resolved is read at once: KMM's
-    // CRDs, the pull secret and mirror sets, the nodes, the Modules, the ClusterVersion.
-    let mut client_check = !args.no_client_check && args.dry_run == DryRun::None;
+    // Two lines of work at once, each starting a step as soon as its inputs are there: KMM's
+    // CRDs, then the preflight objects already there; and the cluster reads the release needs
+    // (pull secret, mirror sets, nodes, ClusterVersion) and the Modules, then the release.
+    // KMM's errors win: without KMM nothing else matters.
     term.step(format!(
         "reading KMM's CRDs, nodes, Modules, pull secret and image mirrors from {}",
         cluster.server
     ));
-    let (api, registries, nodes, listed) = deadline
+    let kmm_side = async {
+        let api = cluster.detect_kmm().await?;
+        let listed = match args.dry_run {
+            DryRun::None => list_preflights(&cluster, &api).await?,
+            _ => Vec::new(),
+        };
+        Ok::<_, Error>((api, listed))
+    };
+    let release_side = release_side(&cluster, &args, release_spec.as_ref(), &release_repo, term);
+    let ((api, listed), side) = deadline
         .bound(term, async {
-            let modules = async {
-                match client_check {
-                    true => Some(cluster.modules(None).await),
-                    false => None,
-                }
-            };
-            let cluster_version = async {
-                if release_spec.as_ref().is_some_and(|s| s.version().is_some()) {
-                    let _ = cluster.cluster_version().await;
-                }
-            };
-            let (api, registries, nodes, modules, ()) = tokio::join!(
-                cluster.detect_kmm(),
-                context::registries(
-                    Some(&cluster),
-                    &args.registry,
-                    args.kube.request_timeout.0,
-                    term,
-                ),
-                context::nodes(Some(&cluster), term),
-                modules,
-                cluster_version,
-            );
-            Ok((api?, registries?, nodes?, modules))
+            tokio::pin!(kmm_side, release_side);
+            tokio::select! {
+                kmm = &mut kmm_side => Ok((kmm?, release_side.await)),
+                release = &mut release_side => Ok((kmm_side.await?, release)),
+            }
         })
         .await?;
+    let ReleaseSide {
+        registries,
+        cache,
+        modules,
+        client_check,
+        target,
+    } = side?;
     term.info(&format!(
         "{}: {} (from {})",
         cluster.server,
         api.generation(),
         api.source
     ));
-    let cache = Cache::new(args.registry.no_cache);
-    let modules = match listed {
-        None => Vec::new(),
-        Some(Ok(values)) => checked_modules(&values, term),
-        Some(Err(e @ Error::Forbidden { .. })) => {
-            term.warn(&format!(
-                "the Modules cannot be read ({e}): KMM's preflight alone, without the client check"
-            ));
-            client_check = false;
-            Vec::new()
-        }
-        Some(Err(e)) => return Err(e),
-    };
-    term.step_done();
-
-    let target = match &release_spec {
-        Some(spec) => {
-            let answer = deadline
-                .bound(
-                    term,
-                    context::resolve_release(
-                        Some(&cluster),
-                        nodes.as_deref(),
-                        &registries.release,
-                        &cache,
-                        spec,
-                        &release_repo,
-                        args.arch,
-                        term,
-                    ),
-                )
-                .await?;
-            release_target(&args, &answer, nodes.as_deref(), &modules, term)?
-        }
-        None => {
-            let kernel = args.kernel.clone().unwrap_or_default().trim().to_string();
-            let goarch = args
-                .arch
-                .or_else(|| crate::release::dtk::kernel_arch(&kernel).and_then(Arch::from_rpm))
-                .unwrap_or_else(|| context::payload(nodes.as_deref(), None, term).1)
-                .goarch()
-                .to_string();
-            Subject {
-                inputs: Inputs {
-                    kernel_version: kernel.clone(),
-                    dtk_image: args.dtk_image.clone(),
-                    release_image: None,
-                    push_built_image: args.push_built_image,
-                    rt: false,
-                },
-                plan: Plan::Kernels(vec![Target {
-                    kernel: kernel.clone(),
-                    goarch,
-                }]),
-                basis: kernel,
-            }
-        }
-    };
     let inputs = &target.inputs;
     let name = args
         .name
@@ -183,7 +123,20 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
 
-    // The client check first: what the nodes will find in each image, before KMM is asked.
+    let assessment = assess(&api, &plan, &args, listed)?;
+    let room = if assessment.same {
+        term.say(&format!(
+            "{} {name} exists with the same spec: following it",
+            plan.resource.kind
+        ));
+        Room::Follow
+    } else {
+        Room::Create
+    };
+
+    // The client check: what the nodes will find in each image. With nothing in the way, KMM's
+    // object is created while the images are checked; otherwise the check runs first and the
+    // objects in the way are dealt with (a prompt at a terminal) after it.
     let checker = client_check.then(|| {
         Setup::checker(
             &registries.modules,
@@ -195,33 +148,33 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     if checker.is_some() {
         term.step(format!("checking the images of {} Modules", modules.len()));
     }
-    // The preflight objects already there are listed while the images are checked.
-    let (mut judge, listed) = deadline
+    let check = ClientJudge::start(
+        checker,
+        target.plan.clone(),
+        &inputs.kernel_version,
+        &modules,
+    );
+    let create = async {
+        if room == Room::Create {
+            cluster.create(&plan.resource, &plan.object, false).await?;
+            term.info(&format!("created {} {name}", plan.resource.kind));
+        }
+        Ok(())
+    };
+    let mut judge = deadline
         .bound(term, async {
-            let (judge, listed) = tokio::join!(
-                ClientJudge::start(
-                    checker,
-                    target.plan.clone(),
-                    &inputs.kernel_version,
-                    &modules,
-                ),
-                list_preflights(&cluster, &api),
-            );
-            Ok((judge, listed?))
+            if assessment.existing.is_empty() {
+                let (judge, created) = tokio::join!(check, create);
+                created.map(|()| judge)
+            } else {
+                let judge = check.await;
+                term.step_done();
+                clear(&cluster, &assessment.existing, &args, term).await?;
+                term.step(format!("creating {} {name}", plan.resource.kind));
+                create.await.map(|()| judge)
+            }
         })
         .await?;
-    term.step_done();
-
-    let room = deadline
-        .bound(term, make_room(&cluster, &api, &plan, &args, listed, term))
-        .await?;
-    if room == Room::Create {
-        term.step(format!("creating {} {name}", plan.resource.kind));
-        deadline
-            .bound(term, cluster.create(&plan.resource, &plan.object, false))
-            .await?;
-        term.info(&format!("created {} {name}", plan.resource.kind));
-    }
     term.step_done();
 
     if args.no_wait {
@@ -525,6 +478,118 @@ fn spec_difference(ours: &Value, theirs: &Value) -> Option<String> {
     (!differences.is_empty()).then(|| differences.join("; "))
 }
 
+/// What the release side of `run` found: registry clients, the Modules to check, and what to
+/// check them (and the KMM object) against.
+struct ReleaseSide {
+    registries: context::Registries,
+    cache: Cache,
+    modules: Vec<Module>,
+    client_check: bool,
+    target: Subject,
+}
+
+/// The cluster reads the release needs and the Modules, at once; then the release.
+async fn release_side(
+    cluster: &Cluster,
+    args: &PreflightArgs,
+    release_spec: Option<&crate::release::ReleaseSpec>,
+    release_repo: &crate::registry::reference::ImageRef,
+    term: &Term,
+) -> Result<ReleaseSide> {
+    let mut client_check = !args.no_client_check && args.dry_run == DryRun::None;
+    let wanted = client_check;
+    let modules = async move {
+        match wanted {
+            true => Some(cluster.modules(None).await),
+            false => None,
+        }
+    };
+    let cluster_version = async {
+        if release_spec.is_some_and(|s| s.version().is_some()) {
+            let _ = cluster.cluster_version().await;
+        }
+    };
+    // The release needs the credentials, mirrors, nodes and ClusterVersion, not the Modules.
+    let release = async {
+        let (registries, nodes, ()) = tokio::join!(
+            context::registries(
+                Some(cluster),
+                &args.registry,
+                args.kube.request_timeout.0,
+                term,
+            ),
+            context::nodes(Some(cluster), term),
+            cluster_version,
+        );
+        let (registries, nodes) = (registries?, nodes?);
+        let cache = Cache::new(args.registry.no_cache);
+        let answer = match release_spec {
+            Some(spec) => Some(
+                context::resolve_release(
+                    Some(cluster),
+                    nodes.as_deref(),
+                    &registries.release,
+                    &cache,
+                    spec,
+                    release_repo,
+                    args.arch,
+                    term,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok::<_, Error>((registries, nodes, cache, answer))
+    };
+    let (listed, released) = tokio::join!(modules, release);
+    let modules = match listed {
+        None => Vec::new(),
+        Some(Ok(values)) => checked_modules(&values, term),
+        Some(Err(e @ Error::Forbidden { .. })) => {
+            term.warn(&format!(
+                "the Modules cannot be read ({e}): KMM's preflight alone, without the client check"
+            ));
+            client_check = false;
+            Vec::new()
+        }
+        Some(Err(e)) => return Err(e),
+    };
+    let (registries, nodes, cache, answer) = released?;
+    let target = match answer {
+        Some(answer) => release_target(args, &answer, nodes.as_deref(), &modules, term)?,
+        None => {
+            let kernel = args.kernel.clone().unwrap_or_default().trim().to_string();
+            let goarch = args
+                .arch
+                .or_else(|| crate::release::dtk::kernel_arch(&kernel).and_then(Arch::from_rpm))
+                .unwrap_or_else(|| context::payload(nodes.as_deref(), None, term).1)
+                .goarch()
+                .to_string();
+            Subject {
+                inputs: Inputs {
+                    kernel_version: kernel.clone(),
+                    dtk_image: args.dtk_image.clone(),
+                    release_image: None,
+                    push_built_image: args.push_built_image,
+                    rt: false,
+                },
+                plan: Plan::Kernels(vec![Target {
+                    kernel: kernel.clone(),
+                    goarch,
+                }]),
+                basis: kernel,
+            }
+        }
+    };
+    Ok(ReleaseSide {
+        registries,
+        cache,
+        modules,
+        client_check,
+        target,
+    })
+}
+
 /// The preflight objects of every kind this KMM serves, listed at once.
 async fn list_preflights(cluster: &Cluster, api: &KmmApi) -> Result<Vec<(Resource, Vec<Value>)>> {
     let resources = api.preflight_resources();
@@ -536,17 +601,22 @@ async fn list_preflights(cluster: &Cluster, api: &KmmApi) -> Result<Vec<(Resourc
         .collect()
 }
 
+/// What is in the way of the preflight object: nothing, an object of that name with the same
+/// spec (`same`: follow it), or others to delete first (`existing`).
+struct Assessment {
+    same: bool,
+    existing: Vec<(Resource, String)>,
+}
+
 /// Two preflights at once fight over the same per-Module objects in KMM ≥ 2.4 (kmm-api.md §4.4);
 /// in older KMMs only an object of the same name is in the way. One of that name and the same
-/// spec is followed instead (unless `--replace`).
-async fn make_room(
-    cluster: &Cluster,
+/// spec is followed instead (unless `--replace`); one of that name and another spec is an error.
+fn assess(
     api: &KmmApi,
     plan: &kmm::Plan,
     args: &PreflightArgs,
     listed: Vec<(Resource, Vec<Value>)>,
-    term: &Term,
-) -> Result<Room> {
+) -> Result<Assessment> {
     let name = plan.object["metadata"]["name"].as_str().unwrap_or_default();
     let mut existing: Vec<(Resource, String)> = Vec::new();
     let mut same = false;
@@ -576,18 +646,17 @@ async fn make_room(
             }
         }
     }
-    let room = if same {
-        term.say(&format!(
-            "{} {name} exists with the same spec: following it",
-            plan.resource.kind
-        ));
-        Room::Follow
-    } else {
-        Room::Create
-    };
-    if existing.is_empty() {
-        return Ok(room);
-    }
+    Ok(Assessment { same, existing })
+}
+
+/// Delete the objects in the way, after asking at a terminal (or with `--replace`/`--yes`),
+/// and wait until they are gone.
+async fn clear(
+    cluster: &Cluster,
+    existing: &[(Resource, String)],
+    args: &PreflightArgs,
+    term: &Term,
+) -> Result<()> {
     let names: Vec<String> = existing
         .iter()
         .map(|(r, n)| format!("{}/{n}", r.kind))
@@ -614,17 +683,17 @@ async fn make_room(
             names: names.join(", "),
         });
     }
-    for (resource, other) in &existing {
+    for (resource, other) in existing {
         cluster.delete(resource, other).await?;
         term.info(&format!("deleting {}/{other}", resource.kind));
     }
     term.step(format!("waiting for {} to be deleted", names.join(", ")));
-    for (resource, other) in &existing {
+    for (resource, other) in existing {
         cluster.wait_gone(resource, other).await?;
     }
     term.step_done();
     term.info(&format!("deleted {}", names.join(", ")));
-    Ok(room)
+    Ok(())
 }
 
 fn report(plan: &kmm::Plan, inputs: &Inputs, result: &str, progress: &Progress) -> Report {

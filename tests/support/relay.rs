@@ -21,6 +21,8 @@ struct Link {
     pace: AtomicU64,
     connections: AtomicU64,
     bytes_down: AtomicU64,
+    /// Plain HTTP/1.1 requests seen going up (request lines; TLS is opaque).
+    requests: AtomicU64,
 }
 
 pub struct Relay {
@@ -80,6 +82,11 @@ impl Relay {
         self.link.connections.load(Ordering::SeqCst)
     }
 
+    /// Plain HTTP requests relayed to the server (0 for TLS).
+    pub fn requests(&self) -> u64 {
+        self.link.requests.load(Ordering::SeqCst)
+    }
+
     /// Bytes relayed from the server to the client.
     pub fn bytes_down(&self) -> u64 {
         self.link.bytes_down.load(Ordering::SeqCst)
@@ -99,11 +106,24 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Arc<Link>, 
         let link = link.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
+            // The end of the last chunk, so a request line split across reads is still seen.
+            let mut tail: Vec<u8> = Vec::new();
+            const LINE_END: &[u8] = b" HTTP/1.1\r\n";
             loop {
                 let n = match from.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+                if !down {
+                    tail.extend_from_slice(&buf[..n]);
+                    let seen = tail
+                        .windows(LINE_END.len())
+                        .filter(|w| *w == LINE_END)
+                        .count();
+                    link.requests.fetch_add(seen as u64, Ordering::SeqCst);
+                    let keep = tail.len().min(LINE_END.len() - 1);
+                    tail.drain(..tail.len() - keep);
+                }
                 let due = Instant::now() + link.rtt() / 2;
                 if tx.send((due, buf[..n].to_vec())).is_err() {
                     break;

@@ -139,6 +139,8 @@ pub struct Recorded {
     /// The `Accept` header (metadata-only reads ask for `as=PartialObjectMetadata`).
     pub accept: String,
     pub body: Option<Value>,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -835,6 +837,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .or(user.clone())
         .unwrap_or_default();
     let recorded = Recorded {
+        at: std::time::Instant::now(),
         method: method.clone(),
         path: path.clone(),
         query: query.clone(),
