@@ -1,5 +1,7 @@
 //! Reading a preflight's status and deciding whether it is complete (kmm-api.md §3, §4.6).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -156,17 +158,23 @@ impl Progress {
 
 /// One row per current Module; entries of Modules that no longer exist are ignored.
 pub fn evaluate(modules: &[ModuleRef], entries: &[Entry]) -> Progress {
+    // Indexed once (the first entry of a name wins): an event of a thousand Modules costs a
+    // thousand lookups, not a million comparisons.
+    let mut namespaced: HashMap<(&str, &str), &Entry> = HashMap::with_capacity(entries.len());
+    let mut bare: HashMap<&str, &Entry> = HashMap::new();
+    for e in entries {
+        match e.namespace.as_deref() {
+            Some(ns) => namespaced.entry((ns, e.name.as_str())).or_insert(e),
+            None => bare.entry(e.name.as_str()).or_insert(e),
+        };
+    }
     let rows = modules
         .iter()
         .map(|m| {
-            let found = entries
-                .iter()
-                .find(|e| e.name == m.name && e.namespace.as_deref() == Some(&m.namespace))
-                .or_else(|| {
-                    entries
-                        .iter()
-                        .find(|e| e.namespace.is_none() && e.name == m.name)
-                });
+            let found = namespaced
+                .get(&(m.namespace.as_str(), m.name.as_str()))
+                .or_else(|| bare.get(m.name.as_str()))
+                .copied();
             match found {
                 Some(e) => Row {
                     namespace: m.namespace.clone(),

@@ -14,6 +14,9 @@ pub struct Measured {
     pub wall: Duration,
     pub peak_rss_kib: i64,
     pub code: i32,
+    /// User and system CPU time of the command.
+    pub cpu: Duration,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -41,7 +44,14 @@ fn helper() -> ! {
     } else {
         -1
     };
-    println!("{} {} {code}", start.elapsed().as_nanos(), usage.ru_maxrss);
+    let micros = |t: libc::timeval| t.tv_sec as i64 * 1_000_000 + t.tv_usec as i64;
+    let cpu = micros(usage.ru_utime) + micros(usage.ru_stime);
+    // The command's own output went to our stdout before this line: the last line is ours.
+    println!(
+        "{} {} {code} {cpu}",
+        start.elapsed().as_nanos(),
+        usage.ru_maxrss
+    );
     std::process::exit(0);
 }
 
@@ -70,10 +80,15 @@ pub fn measure(command: &Command) -> Measured {
     let wall = Duration::from_nanos(next() as u64);
     let peak_rss_kib = next();
     let code = next() as i32;
+    let cpu = Duration::from_micros(next().max(0) as u64);
+    let mut stdout: Vec<&str> = stdout.lines().collect();
+    stdout.pop();
     Measured {
         wall,
         peak_rss_kib,
         code,
+        cpu,
+        stdout: stdout.join("\n"),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }

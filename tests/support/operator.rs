@@ -42,6 +42,9 @@ pub struct OperatorConfig {
     pub builds_succeed: bool,
     /// How long one simulated image check or build takes.
     pub step: Duration,
+    /// Checks started together in one reconcile are finished this many at a time, one batch
+    /// per `step` (None: all at once), so that status changes come in bursts.
+    pub burst: Option<usize>,
 }
 
 impl OperatorConfig {
@@ -53,6 +56,7 @@ impl OperatorConfig {
             releases: HashMap::new(),
             builds_succeed: true,
             step: Duration::from_millis(300),
+            burst: None,
         }
     }
 }
@@ -190,6 +194,8 @@ struct Reconciler {
     /// Final era-C results: never checked again (kmm-api.md §4.2 step 3).
     final_results: HashMap<(String, String, String), Entry>,
     next_due: Option<Instant>,
+    /// Checks started in the current reconcile pass (for `burst`).
+    started_in_pass: usize,
 }
 
 impl Reconciler {
@@ -244,13 +250,14 @@ impl Reconciler {
             .to_string();
         let key = (pv.to_string(), namespace.clone(), name.clone());
         let era_c = self.era_c();
-        let (step, exists_set, without_module, builds_succeed) = {
+        let (step, exists_set, without_module, builds_succeed, burst) = {
             let c = self.config.lock().unwrap();
             (
                 c.step,
                 c.images.clone(),
                 c.without_module.clone(),
                 c.builds_succeed,
+                c.burst,
             )
         };
         let entry = |status: &'static str, stage: &'static str, reason: String| Entry {
@@ -283,9 +290,12 @@ impl Reconciler {
         let check = match self.checks.get(&key) {
             Some(c) if c.image == mapped.image => c.clone(),
             _ => {
+                // In bursts: the n-th check of this pass waits for the batches before it.
+                let wait = burst.map_or(0, |b| self.started_in_pass / b.max(1)) as u32;
+                self.started_in_pass += 1;
                 let c = Check {
                     image: mapped.image.clone(),
-                    started: now,
+                    started: now + step * wait,
                 };
                 self.checks.insert(key.clone(), c.clone());
                 c
@@ -418,6 +428,7 @@ impl Reconciler {
             .unwrap_or_default()
             .to_string();
         let v1beta1_only = self.pv.storage == "v1beta1";
+        self.started_in_pass = 0;
         let modules = self.modules();
         let mut entries: Vec<Entry> = modules
             .iter()
@@ -579,6 +590,7 @@ impl Operator {
             checks: HashMap::new(),
             final_results: HashMap::new(),
             next_due: None,
+            started_in_pass: 0,
         };
         let watched: HashSet<String> = [
             Some(reconciler.pv.key()),
