@@ -26,7 +26,7 @@ pub fn complete_main() -> ExitCode {
 
 /// Parse the command line, run, and turn the outcome into the documented exit code.
 pub fn main() -> ExitCode {
-    // One rustls provider for kube and oci-client alike; failing means one is already set.
+    // One rustls provider for kube and the registry client alike; failing means one is set.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     // kubectl's plugin completion hook: `kubectl_complete-kmm` runs `kubectl-kmm __complete …`.

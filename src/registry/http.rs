@@ -39,6 +39,7 @@ struct TokenKey {
 #[derive(Clone)]
 struct Token {
     value: String,
+    /// When to stop using it.
     expires: Instant,
 }
 
@@ -280,7 +281,7 @@ impl Http {
         let mut held = slot.lock().await;
         let fresh = held
             .as_ref()
-            .filter(|t| !renew && t.expires > Instant::now() + TOKEN_MARGIN);
+            .filter(|t| !renew && t.expires > Instant::now());
         let (token, reused) = match fresh {
             Some(token) => (token.clone(), true),
             None => {
@@ -348,9 +349,11 @@ impl Http {
         let lifetime = answer
             .expires_in
             .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        // Renewed a little early, so it does not lapse in flight (short tokens: halfway).
+        let usable = lifetime.saturating_sub(TOKEN_MARGIN.min(lifetime / 2));
         Ok(Token {
             value,
-            expires: Instant::now() + lifetime,
+            expires: Instant::now() + usable,
         })
     }
 }

@@ -200,7 +200,7 @@ enum Failure {
     Fatal(Error),
 }
 
-/// How an oci-client failure should be handled.
+/// How a failed registry request should be handled.
 #[derive(Debug, PartialEq, Eq)]
 enum Class {
     NotFound,

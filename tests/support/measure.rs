@@ -44,7 +44,7 @@ fn helper() -> ! {
     } else {
         -1
     };
-    let micros = |t: libc::timeval| t.tv_sec as i64 * 1_000_000 + t.tv_usec as i64;
+    let micros = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
     let cpu = micros(usage.ru_utime) + micros(usage.ru_stime);
     // The command's own output went to our stdout before this line: the last line is ours.
     println!(

@@ -60,9 +60,117 @@ pub fn decompress<'a>(mut reader: Box<dyn Read + 'a>) -> io::Result<Box<dyn Read
     if filled >= 2 && head[..2] == GZIP_MAGIC {
         Ok(Box::new(MultiGzDecoder::new(whole)))
     } else if filled == 4 && head == ZSTD_MAGIC {
-        Ok(Box::new(zstd::Decoder::new(whole)?))
+        Ok(Box::new(ZstdFrames::new(whole)))
     } else {
         Ok(Box::new(whole))
+    }
+}
+
+/// A zstd stream of any number of frames (zstd:chunked layers are many), skippable frames
+/// skipped, decoded in pure Rust (ruzstd; its window limit is libzstd's default, 128 MiB).
+struct ZstdFrames<R: Read> {
+    source: Peekable<R>,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames {
+            source: Peekable {
+                inner: source,
+                peeked: None,
+            },
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ruzstd::decoding::BlockDecodingStrategy;
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_frame {
+                while self.decoder.can_collect() == 0 && !self.decoder.is_finished() {
+                    self.decoder
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(io::Error::other)?;
+                }
+                let n = self.decoder.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                self.in_frame = false;
+            }
+            if self.source.at_end()? {
+                return Ok(0);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let skipped = io::copy(
+                        &mut (&mut self.source).take(u64::from(length)),
+                        &mut io::sink(),
+                    )?;
+                    if skipped < u64::from(length) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "zstd stream ends inside a skippable frame",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+}
+
+/// A reader that can tell whether anything is left, without losing the byte it looked at.
+struct Peekable<R: Read> {
+    inner: R,
+    peeked: Option<u8>,
+}
+
+impl<R: Read> Peekable<R> {
+    fn at_end(&mut self) -> io::Result<bool> {
+        if self.peeked.is_some() {
+            return Ok(false);
+        }
+        let mut byte = [0u8; 1];
+        loop {
+            match self.inner.read(&mut byte) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {
+                    self.peeked = Some(byte[0]);
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Peekable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.peeked.take() {
+            Some(byte) => {
+                buf[0] = byte;
+                Ok(1)
+            }
+            None => self.inner.read(buf),
+        }
     }
 }
 
@@ -461,6 +569,35 @@ mod tests {
         assert_eq!(find(vec![zst]).as_deref(), Some(&b"zst"[..]));
         assert_eq!(find(vec![tar_of(&[E::File("etc/other", b"")])]), None);
         assert_eq!(find(vec![Vec::new()]), None);
+    }
+
+    #[test]
+    fn zstd_streams_of_several_frames_and_skippable_ones() {
+        let tar = tar_of(&[E::File("etc/driver-toolkit-release.json", b"frames")]);
+        let (first, second) = tar.split_at(700);
+        // As zstd:chunked writes them: frames one after another, metadata in skippable frames.
+        let mut stream = zstd::encode_all(first, 3).unwrap();
+        stream.extend_from_slice(&0x184D2A50u32.to_le_bytes());
+        stream.extend_from_slice(&5u32.to_le_bytes());
+        stream.extend_from_slice(b"skip!");
+        stream.extend(zstd::encode_all(second, 19).unwrap());
+        let mut out = Vec::new();
+        decompress(Box::new(&stream[..]))
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, tar);
+        assert_eq!(find(vec![stream.clone()]).as_deref(), Some(&b"frames"[..]));
+
+        // Cut inside a frame: an error, not a short file.
+        let cut = &stream[..stream.len() - 3];
+        let mut out = Vec::new();
+        assert!(
+            decompress(Box::new(cut))
+                .unwrap()
+                .read_to_end(&mut out)
+                .is_err()
+        );
     }
 
     #[test]
