@@ -13,18 +13,11 @@ mod support;
 use std::process::Command;
 
 use support::apiserver::{ApiServer, Kmm};
-use support::bench::{self, KERNEL, KmodImages, kmod_images};
+use support::bench::{self, KERNEL, KmodImages, env_or, kmod_images};
 use support::images::Pusher;
 use support::measure::{self, measure, mib};
 use support::proxy::FaultProxy;
 use support::registry::TestRegistry;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     measure::helper_if_asked();

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::apiserver::{ApiServer, Kmm};
-use support::bench::{self, KERNEL, kmod_images};
+use support::bench::{self, KERNEL, env_or, kmod_images};
 use support::fixtures::{self, dtk_json, image_references, payload_layer, push_payload};
 use support::images::{Image, Pusher, TarLayer};
 use support::measure::{self, Measured, measure};
@@ -29,13 +29,6 @@ use support::relay::Relay;
 
 const PACE: u64 = 100_000_000 / 8;
 const VERSION: &str = "4.19.0";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     measure::helper_if_asked();
@@ -171,7 +164,7 @@ async fn run(dtk_mib: u64, base_mib: u64) {
         );
         let name = format!("bench-{round}");
         go(
-            "kubectl kmm preflight, to the object created",
+            "kubectl kmm preflight --no-wait",
             plugin(&[
                 "preflight",
                 "--release",

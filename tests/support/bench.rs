@@ -7,6 +7,14 @@ use super::apiserver::ApiServer;
 use super::images::{Compression, Flavor, Pusher, TarLayer, layer, sha256};
 use super::kmod::{Ko, Tree, base_layer};
 
+/// A size from the environment (`KMM_BENCH_…`), else `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub const KERNEL: &str = "5.14.0-570.19.1.el9_6.x86_64";
 
 pub struct KmodImages {

@@ -108,7 +108,7 @@ async fn answer(
     let scopes: Vec<String> = query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("scope="))
-        .map(percent_decode)
+        .map(super::percent_decode)
         .collect();
     let user = head
         .lines()
@@ -199,31 +199,4 @@ async fn answer(
             .as_bytes(),
         )
         .await;
-}
-
-fn percent_decode(input: &str) -> String {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => out.push(b),
-                    Err(_) => out.extend_from_slice(&bytes[i..i + 3]),
-                }
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
