@@ -753,3 +753,24 @@ async fn a_hanging_node_list_holds_back_only_what_needs_the_nodes() {
         "the release waits for the nodes: {registry:?}"
     );
 }
+
+/// With nothing in the way, KMM's object is created while the images are checked: a Module
+/// whose registry never answers holds back the client check, not KMM.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_object_is_created_while_the_images_are_checked() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    let stalled = Stalled::start().await;
+    let image = format!("{}/vendor/gpu:${{KERNEL_FULL_VERSION}}", stalled.addr);
+    c.api
+        .add_module("gpu-operator", "gpu", module_spec(&image, false));
+    let run = c
+        .preflight(&["--timeout", "3s", "--insecure-registry", &stalled.addr])
+        .await
+        .expect_code(4);
+    assert!(
+        c.pvo("preflight-4-19-0").is_some(),
+        "created before the check ended: {}",
+        run.stderr
+    );
+    run.expect_stderr("while checking the images of 1 Modules");
+}
