@@ -304,18 +304,15 @@ impl Reconciler {
         let image_checked = check.started + step;
         let built = check.started + step * 2;
         let exists = exists_set.contains(&mapped.image);
-        let e = if now < image_checked {
-            self.due(image_checked);
-            if era_c {
-                entry(
-                    "InProgress",
-                    "Image",
-                    "verification is not finished yet".into(),
-                )
-            } else {
-                entry("False", "Image", String::new())
-            }
-        } else if exists && !era_c && without_module.contains(&mapped.image) {
+        // KMM ≥ 2.4 while it waits; KMM ≤ 2.3 when the image lacks the module (or is missing).
+        let in_progress = || {
+            entry(
+                "InProgress",
+                "Image",
+                "verification is not finished yet".into(),
+            )
+        };
+        let no_module = || {
             entry(
                 "False",
                 "Requeued",
@@ -324,6 +321,16 @@ impl Reconciler {
                     mapped.image
                 ),
             )
+        };
+        let e = if now < image_checked {
+            self.due(image_checked);
+            if era_c {
+                in_progress()
+            } else {
+                entry("False", "Image", String::new())
+            }
+        } else if exists && !era_c && without_module.contains(&mapped.image) {
+            no_module()
         } else if exists {
             if era_c {
                 entry("Success", "Done", "verified image exists".into())
@@ -334,11 +341,7 @@ impl Reconciler {
             if now < built {
                 self.due(built);
                 if era_c {
-                    entry(
-                        "InProgress",
-                        "Image",
-                        "verification is not finished yet".into(),
-                    )
+                    in_progress()
                 } else {
                     entry("False", "Build", "Waiting for build verification".into())
                 }
@@ -364,20 +367,9 @@ impl Reconciler {
         } else if era_c {
             // No build, no sign: the pull pod retries forever (kmm-api.md §4.2).
             self.ensure_pull_pod(&namespace, &name, &mapped.image);
-            entry(
-                "InProgress",
-                "Image",
-                "verification is not finished yet".into(),
-            )
+            in_progress()
         } else {
-            entry(
-                "False",
-                "Requeued",
-                format!(
-                    "image {} does not contain kernel module for kernel {kernel} on any layer",
-                    mapped.image
-                ),
-            )
+            no_module()
         };
         if era_c && (e.status == "Success" || e.status == "Failure") {
             self.final_results.insert(key, e.clone());
