@@ -9,6 +9,7 @@ pub mod completion;
 pub mod error;
 pub mod module;
 pub mod output;
+pub mod platform;
 pub mod registry;
 pub mod release;
 

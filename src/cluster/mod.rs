@@ -71,7 +71,7 @@ fn load_kubeconfig(explicit: Option<&PathBuf>) -> Result<Kubeconfig> {
         Some(value) if !value.is_empty() => std::env::split_paths(&value)
             .filter(|p| !p.as_os_str().is_empty())
             .collect(),
-        _ => dirs::home_dir()
+        _ => crate::platform::kube_home()
             .map(|h| vec![h.join(".kube").join("config")])
             .unwrap_or_default(),
     };

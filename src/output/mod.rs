@@ -6,7 +6,7 @@ pub mod dtk;
 pub mod preflight;
 mod terminal;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use console::Style;
@@ -56,8 +56,8 @@ pub struct Term {
 impl Term {
     pub fn new(verbose: u8, no_color: bool) -> Self {
         let no_color = no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let stdout_is_terminal = std::io::stdout().is_terminal();
-        let stderr_is_terminal = std::io::stderr().is_terminal();
+        let stdout_is_terminal = terminal::ansi_terminal(false);
+        let stderr_is_terminal = terminal::ansi_terminal(true);
         Term {
             verbose,
             no_color,

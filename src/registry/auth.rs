@@ -84,7 +84,7 @@ impl AuthEnv {
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
             docker_config: var("DOCKER_CONFIG"),
-            home: dirs::home_dir(),
+            home: crate::platform::user_home(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Answers read from images are immutable per digest, so they are kept on disk under
-//! `$XDG_CACHE_HOME/kubectl-kmm`. A broken or unreadable cache entry is simply a miss.
+//! `$XDG_CACHE_HOME/kubectl-kmm` (`~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows:
+//! `platform::cache_dir`). A broken or unreadable cache entry is simply a miss.
 
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ impl Cache {
         let dir = if disabled {
             None
         } else {
-            dirs::cache_dir().map(|d| d.join("kubectl-kmm"))
+            crate::platform::cache_dir()
         };
         Cache { dir }
     }

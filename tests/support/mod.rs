@@ -15,6 +15,7 @@ pub mod pty;
 pub mod registry;
 pub mod relay;
 pub mod tokens;
+pub mod wine;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -66,6 +66,12 @@ impl TestRegistry {
         Self::start(true, Some((user.to_string(), password.to_string())), None)
     }
 
+    /// Plain HTTP with htpasswd basic auth (for Wine, whose crypt32 cannot verify a chain
+    /// against extra roots: see tests/krew.rs).
+    pub fn plain_with_password(user: &str, password: &str) -> Self {
+        Self::start(false, Some((user.to_string(), password.to_string())), None)
+    }
+
     /// Plain HTTP with bearer tokens from `tokens` (pushes use `user`'s password).
     pub fn with_tokens(tokens: &super::tokens::TokenService, user: &str, password: &str) -> Self {
         Self::start(
