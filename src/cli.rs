@@ -253,6 +253,11 @@ pub struct PreflightArgs {
     #[arg(long)]
     pub no_client_check: bool,
 
+    /// The client check also makes the kernel's own load decision for every module file
+    /// (vermagic and symbol CRCs against the driver-toolkit's Module.symvers)
+    #[arg(long, conflicts_with = "no_client_check")]
+    pub deep: bool,
+
     /// Answer yes to questions (existing preflights still need --replace)
     #[arg(short = 'y', long)]
     pub yes: bool,
@@ -306,6 +311,12 @@ pub struct CheckArgs {
     /// conditionalUpdates), one row per release
     #[arg(long, conflicts_with = "kernel")]
     pub updates: bool,
+
+    /// Also make the kernel's own load decision for every module file of a Ready Module:
+    /// vermagic and every imported symbol's CRC against the driver-toolkit's Module.symvers
+    /// (needs --release; reads the DTK layer holding Module.symvers once, then the cache)
+    #[arg(long, conflicts_with = "kernel")]
+    pub deep: bool,
 
     /// A kernel to check against, as `uname -r` prints it (repeatable; instead of --release)
     #[arg(long, value_name = "KVER")]

@@ -108,6 +108,9 @@ pub struct ClientCheck {
     pub reason: String,
     pub image: Option<String>,
     pub kernel: String,
+    /// `--deep`: the kernel's own load decision on the module files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<crate::module::deep::Deep>,
 }
 
 /// `Success` (KMM ≥ 2.4) and `True` (earlier) are verified; only `Failure` is a final failure:

@@ -91,17 +91,13 @@ impl Setup {
         cache: &Cache,
         objects: Arc<dyn Objects>,
         term: &Term,
+        deep: bool,
     ) -> Arc<Checker> {
         let notifier = {
             let term = term.clone();
             Arc::new(move |line: String| term.info(&line))
         };
-        Arc::new(Checker::new(
-            registry.clone(),
-            cache.clone(),
-            objects,
-            notifier,
-        ))
+        Arc::new(Checker::new(registry.clone(), cache.clone(), objects, notifier).with_deep(deep))
     }
 
     /// Secrets and ConfigMaps from the cluster.
@@ -202,7 +198,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         (None, Some(cluster)) => Setup::cluster_objects(cluster.clone()),
         (None, None) => Arc::new(source::Loaded::default()),
     };
-    let checker = Setup::checker(&registries.modules, &cache, objects, term);
+    let checker = Setup::checker(&registries.modules, &cache, objects, term, args.deep);
     let setup = Setup {
         cluster,
         registries,
@@ -284,6 +280,7 @@ fn kernel_targets(args: &CheckArgs, nodes: Option<&[NodeInfo]>, term: &Term) -> 
         targets.push(Target {
             kernel,
             goarch: arch.goarch().to_string(),
+            dtk: None,
         });
     }
     targets
@@ -501,6 +498,12 @@ fn report_transfer(term: &Term, transferred: Transferred, inspected: Inspected) 
         "fetched {fetched} bytes in {} requests; {} kmod images read, of {} bytes{share}",
         transferred.requests, inspected.images, inspected.bytes
     ));
+    if inspected.dtk_bytes > 0 {
+        term.info(&format!(
+            "--deep: {} bytes of driver-toolkit layers read for Module.symvers and the kernel's vermagic",
+            inspected.dtk_bytes
+        ));
+    }
 }
 
 /// 2 when KMM would refuse a Module, else 1 when one would fail to load, else 4 when one could

@@ -143,6 +143,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
             &cache,
             Setup::cluster_objects(cluster.clone()),
             term,
+            args.deep,
         )
     });
     if checker.is_some() {
@@ -576,6 +577,7 @@ async fn release_side(
                 plan: Plan::Kernels(vec![Target {
                     kernel: kernel.clone(),
                     goarch,
+                    dtk: args.dtk_image.clone(),
                 }]),
                 basis: kernel,
             }

@@ -12,7 +12,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use super::deep::{self, CachedKo, Deep, KernelFacts, Loaded};
 use super::kernels::{self, Boot, NodeInfo, Variant};
+use super::ko;
 use super::layout::{self, Finding, Indexes, Wanted};
 use super::mapping::{self, Resolved};
 use super::spec::{Module, Tls};
@@ -25,7 +27,12 @@ use crate::registry::manifest::{self, Manifest};
 use crate::registry::reference::ImageRef;
 use crate::release::DtkStream;
 
-const CACHE_NAMESPACE: &str = "kmod-v1";
+const CACHE_NAMESPACE: &str = "kmod-v2";
+/// `--deep`: the parsed modules of an image, and a driver-toolkit kernel's exports and vermagic.
+const DEEP_NAMESPACE: &str = "kmod-deep-v1";
+const KERNEL_NAMESPACE: &str = "dtk-kernel-v1";
+/// Module.symvers is a few MiB at most (RHEL 9: ~1.5 MiB).
+const SYMVERS_LIMIT: u64 = 64 * 1024 * 1024;
 /// How a missing image without build or sign ends in KMM ≥ 2.4 (kmm-api.md §4.2).
 const WAITS_FOREVER: &str = "KMM 2.4+ would wait for it forever";
 const ROLE: &str = "kmod image";
@@ -39,6 +46,8 @@ const MAX_REDIRECTS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Verdict {
+    /// `--deep`: the image has everything, and the kernel's own checks accept every module.
+    Loads,
     /// The image has everything modprobe needs for the kernel.
     Ready,
     /// The image does not exist, and KMM has what it needs to build it.
@@ -55,7 +64,7 @@ impl Verdict {
     pub fn is_ok(self) -> bool {
         matches!(
             self,
-            Verdict::Ready | Verdict::WillBuild | Verdict::WillSign
+            Verdict::Loads | Verdict::Ready | Verdict::WillBuild | Verdict::WillSign
         )
     }
 }
@@ -63,6 +72,7 @@ impl Verdict {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Verdict::Loads => "Loads",
             Verdict::Ready => "Ready",
             Verdict::WillBuild => "WillBuild",
             Verdict::WillSign => "WillSign",
@@ -88,6 +98,9 @@ pub struct Row {
     /// The image does not exist and nothing would build or sign it: KMM ≥ 2.4 never finishes.
     #[serde(skip)]
     pub waits_forever: bool,
+    /// `--deep`: what the kernel's own checks say about each module file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<Deep>,
 }
 
 /// A kernel to check, and the architecture of the nodes that boot it (`amd64`, `arm64`, …).
@@ -95,6 +108,8 @@ pub struct Row {
 pub struct Target {
     pub kernel: String,
     pub goarch: String,
+    /// The driver-toolkit image of the kernel (from the release), for `--deep`.
+    pub dtk: Option<String>,
 }
 
 /// How each Module's kernels are chosen.
@@ -186,11 +201,13 @@ impl<'a> Job<'a> {
                 }
             };
             for (_, kernel) in planned.kernels {
+                let dtk = dtk_of(streams, &kernel);
                 jobs.push(Job {
                     module,
                     target: Target {
                         kernel,
                         goarch: goarch.to_string(),
+                        dtk,
                     },
                     note: planned.note.clone(),
                 });
@@ -198,6 +215,20 @@ impl<'a> Job<'a> {
         }
         jobs
     }
+}
+
+/// The driver-toolkit that carries `kernel`'s devel files: the stream of that kernel, its RT
+/// kernel, or a variant of it (`+64k`).
+fn dtk_of(streams: &[DtkStream], kernel: &str) -> Option<String> {
+    streams
+        .iter()
+        .find(|s| s.kernel_version == kernel || s.rt_kernel_version.as_deref() == Some(kernel))
+        .or_else(|| {
+            streams
+                .iter()
+                .find(|s| kernel.starts_with(&format!("{}+", s.kernel_version)))
+        })
+        .map(|s| s.dtk_image.clone())
 }
 
 /// What a lookup of a Secret or ConfigMap found.
@@ -245,8 +276,11 @@ pub trait Objects: Send + Sync {
 /// What is known about one image.
 #[derive(Debug, Clone)]
 enum ImageState {
-    /// It exists: what is inside.
-    Found { finding: Finding },
+    /// It exists: what is inside, and with `--deep` the module files modprobe inserts.
+    Found {
+        finding: Finding,
+        kos: Option<Result<Vec<CachedKo>, String>>,
+    },
     /// Every location said it does not exist.
     Missing,
     /// It exists but no node of this architecture could use it.
@@ -259,6 +293,16 @@ enum ImageState {
 struct Cached {
     finding: Finding,
 }
+
+/// A driver-toolkit kernel in the cache: its vermagic and `Module.symvers` in compact form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedKernel {
+    vermagic: String,
+    vermagic_from: String,
+    symvers: String,
+}
+
+type KernelCell = Arc<OnceCell<Result<Arc<KernelFacts>, String>>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ImageKey {
@@ -290,13 +334,19 @@ pub struct Checker {
     secrets: Mutex<HashMap<(String, String), SecretCell>>,
     image_bytes: AtomicU64,
     images_read: AtomicU64,
+    /// `--deep`: judge every Ready Module's files against the driver-toolkit.
+    deep: bool,
+    kernels: Mutex<HashMap<(String, String, String), KernelCell>>,
+    deep_bytes: Arc<AtomicU64>,
 }
 
-/// Totals for `-v` and the benchmark: distinct images inspected and their compressed size.
+/// Totals for `-v` and the benchmark: distinct images inspected and their compressed size, and
+/// the driver-toolkit bytes `--deep` read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Inspected {
     pub images: u64,
     pub bytes: u64,
+    pub dtk_bytes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -326,7 +376,16 @@ impl Checker {
             secrets: Mutex::default(),
             image_bytes: AtomicU64::new(0),
             images_read: AtomicU64::new(0),
+            deep: false,
+            kernels: Mutex::default(),
+            deep_bytes: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// `--deep`.
+    pub fn with_deep(mut self, deep: bool) -> Self {
+        self.deep = deep;
+        self
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
@@ -338,6 +397,7 @@ impl Checker {
         Inspected {
             images: self.images_read.load(Ordering::Relaxed),
             bytes: self.image_bytes.load(Ordering::Relaxed),
+            dtk_bytes: self.deep_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -374,6 +434,7 @@ impl Checker {
             reason: String::new(),
             invalid: false,
             waits_forever: false,
+            deep: None,
         };
         let Some(container) = module.container() else {
             row.reason = "the Module has no moduleLoader: nothing is loaded".into();
@@ -427,13 +488,212 @@ impl Checker {
             &modprobe.firmware_path,
         );
         let access = self.access(module).await;
-        let (verdict, reason) = self
+        let (verdict, reason, kos) = self
             .decide(module, &resolved, &wanted, &target.goarch, &access)
             .await;
         row.waits_forever = verdict == Verdict::Failed && reason.ends_with(WAITS_FOREVER);
         row.verdict = verdict;
         row.reason = reason;
+        if verdict == Verdict::Ready && self.deep {
+            self.go_deep(&mut row, kos, target, resolved.sign.is_some())
+                .await;
+        }
         row
+    }
+
+    /// `--deep` for a Ready row: the kernel's own load checks on every file modprobe inserts.
+    async fn go_deep(
+        &self,
+        row: &mut Row,
+        kos: Option<Result<Vec<CachedKo>, String>>,
+        target: &Target,
+        signs: bool,
+    ) {
+        let not_proven = |reason: String| {
+            format!(
+                "the files are there, but whether the kernel accepts them is not known: {reason}"
+            )
+        };
+        let kos = match kos {
+            Some(Ok(kos)) => kos,
+            Some(Err(reason)) => {
+                row.verdict = Verdict::Unknown;
+                row.reason = not_proven(reason);
+                return;
+            }
+            None => {
+                row.verdict = Verdict::Unknown;
+                row.reason = not_proven("the module files were not read".into());
+                return;
+            }
+        };
+        let facts = match self.kernel_facts(target).await {
+            Ok(facts) => facts,
+            Err(reason) => {
+                row.verdict = Verdict::Unknown;
+                row.reason = not_proven(reason);
+                return;
+            }
+        };
+        let loaded: Vec<Loaded<'_>> = kos
+            .iter()
+            .map(|k| Loaded {
+                path: &k.path,
+                ko: k.ko.as_ref().map_err(String::as_str),
+            })
+            .collect();
+        let judged = deep::judge(&loaded, &facts);
+        if judged.mismatches.is_empty() {
+            row.verdict = Verdict::Loads;
+            let files = judged.files.len();
+            row.reason = format!(
+                "{}; the kernel accepts {} (vermagic, {} symbol CRCs against {}'s Module.symvers)",
+                row.reason,
+                if files == 1 {
+                    "it".to_string()
+                } else {
+                    format!("all {files} files")
+                },
+                judged.symbols,
+                target.kernel
+            );
+        } else {
+            row.verdict = Verdict::Failed;
+            let shown: Vec<&str> = judged
+                .mismatches
+                .iter()
+                .take(3)
+                .map(|m| m.reason.as_str())
+                .collect();
+            let more = judged.mismatches.len().saturating_sub(shown.len());
+            row.reason = if more > 0 {
+                format!("{} (and {more} more)", shown.join("; "))
+            } else {
+                shown.join("; ")
+            };
+        }
+        if signs && !judged.signed {
+            let unsigned: Vec<&str> = judged
+                .files
+                .iter()
+                .filter(|f| !f.signed)
+                .map(|f| f.path.rsplit('/').next().unwrap_or(&f.path))
+                .collect();
+            row.reason = format!(
+                "{} (note: {} carries no signature although the Module has a sign section)",
+                row.reason,
+                unsigned.join(", ")
+            );
+        }
+        row.deep = Some(judged);
+    }
+
+    /// The target kernel's exports and vermagic, read once per driver-toolkit and kernel (and
+    /// kept in the cache per driver-toolkit digest).
+    async fn kernel_facts(&self, target: &Target) -> Result<Arc<KernelFacts>, String> {
+        let Some(dtk) = target.dtk.clone() else {
+            return Err(format!(
+                "no driver-toolkit of the release carries kernel {} (--deep needs --release)",
+                target.kernel
+            ));
+        };
+        let key = (dtk.clone(), target.kernel.clone(), target.goarch.clone());
+        let cell = lock(&self.kernels).entry(key).or_default().clone();
+        cell.get_or_init(|| self.read_kernel(dtk, target))
+            .await
+            .clone()
+    }
+
+    async fn read_kernel(&self, dtk: String, target: &Target) -> Result<Arc<KernelFacts>, String> {
+        let kernel = &target.kernel;
+        let reference: ImageRef = dtk
+            .parse()
+            .map_err(|e| format!("driver-toolkit {dtk}: {e}"))?;
+        let (raw, location) = self
+            .registry
+            .manifest_located(&reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = format!("{} {kernel} {}", raw.digest, target.goarch);
+        if let Some(cached) = self.cache.get::<CachedKernel>(KERNEL_NAMESPACE, &key)
+            && let Some(exports) = KernelFacts::from_compact(&cached.symvers)
+        {
+            return Ok(Arc::new(KernelFacts {
+                release: kernel.clone(),
+                vermagic: Some(cached.vermagic),
+                vermagic_from: Some(cached.vermagic_from),
+                exports,
+            }));
+        }
+        let pinned = location.pinned(&raw.digest);
+        let top = manifest::parse(&raw.body, None)
+            .map_err(|reason| format!("{dtk}: unsupported manifest: {reason}"))?;
+        let (platform, _) = files::platform_manifest(
+            &self.registry,
+            &pinned,
+            top,
+            &target.goarch,
+            "driver-toolkit image",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let symvers_path = format!("usr/src/kernels/{kernel}/Module.symvers");
+        let wants = vec![
+            crate::registry::layers::Want::Path(symvers_path.clone()),
+            crate::registry::layers::Want::FirstUnder {
+                dir: format!("usr/lib/modules/{kernel}/kernel"),
+                contains: ".ko".into(),
+            },
+            crate::registry::layers::Want::FirstUnder {
+                dir: format!("lib/modules/{kernel}/kernel"),
+                contains: ".ko".into(),
+            },
+        ];
+        let found = files::find_first(
+            &self.registry,
+            &pinned,
+            &platform,
+            wants,
+            SYMVERS_LIMIT,
+            self.deep_bytes.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut found = found.into_iter();
+        let symvers = found.next().flatten();
+        let in_tree = found.flatten().next();
+        let Some((_, symvers)) = symvers else {
+            return Err(format!(
+                "driver-toolkit {dtk} has no /{symvers_path} (the kernel's devel files)"
+            ));
+        };
+        let exports = KernelFacts::parse_symvers(&String::from_utf8_lossy(&symvers))
+            .map_err(|e| format!("/{symvers_path} in {dtk}: {e}"))?;
+        let Some((module_path, module)) = in_tree else {
+            return Err(format!(
+                "driver-toolkit {dtk} has no module of kernel {kernel} to read its vermagic from"
+            ));
+        };
+        let vermagic = ko::decompress(&module)
+            .and_then(|bytes| ko::parse(&bytes))
+            .map_err(|e| format!("/{module_path} in {dtk}: {e}"))?
+            .vermagic
+            .ok_or_else(|| format!("/{module_path} in {dtk} has no vermagic"))?;
+        let facts = KernelFacts {
+            release: kernel.clone(),
+            vermagic: Some(vermagic.clone()),
+            vermagic_from: Some(format!("/{module_path}")),
+            exports,
+        };
+        let cached = CachedKernel {
+            vermagic,
+            vermagic_from: format!("/{module_path}"),
+            symvers: facts.compact(),
+        };
+        if let Err(e) = self.cache.put(KERNEL_NAMESPACE, &key, &cached) {
+            (self.notify)(format!("could not write the cache: {e}"));
+        }
+        Ok(Arc::new(facts))
     }
 
     /// The Module's registry access: its `imageRepoSecret` first, then the run's credentials.
@@ -501,7 +761,7 @@ impl Checker {
         wanted: &Wanted,
         goarch: &str,
         access: &Access,
-    ) -> (Verdict, String) {
+    ) -> (Verdict, String, Option<Result<Vec<CachedKo>, String>>) {
         let secret = self.secret_key(module);
         let state = self
             .image(
@@ -514,20 +774,23 @@ impl Checker {
             )
             .await;
         match state {
-            ImageState::Found { finding } => match finding {
-                Finding::Ready(detail) => (Verdict::Ready, detail),
+            ImageState::Found { finding, kos } => match finding {
+                Finding::Ready(detail) => (Verdict::Ready, detail, kos),
                 Finding::Failed(reason) if resolved.build.is_some() || resolved.sign.is_some() => (
                     Verdict::Failed,
                     format!("{reason} (KMM builds or signs only images that do not exist)"),
+                    None,
                 ),
-                Finding::Failed(reason) => (Verdict::Failed, reason),
-                Finding::Unknown(reason) => (Verdict::Unknown, reason),
+                Finding::Failed(reason) => (Verdict::Failed, reason, None),
+                Finding::Unknown(reason) => (Verdict::Unknown, reason, None),
             },
-            ImageState::Unusable(reason) => (Verdict::Failed, reason),
-            ImageState::Unknown(reason) => (Verdict::Unknown, reason),
+            ImageState::Unusable(reason) => (Verdict::Failed, reason, None),
+            ImageState::Unknown(reason) => (Verdict::Unknown, reason, None),
             ImageState::Missing => {
-                self.without_image(module, resolved, wanted, goarch, access, secret)
-                    .await
+                let (verdict, reason) = self
+                    .without_image(module, resolved, wanted, goarch, access, secret)
+                    .await;
+                (verdict, reason, None)
             }
         }
     }
@@ -619,9 +882,11 @@ impl Checker {
             match state {
                 ImageState::Found {
                     finding: Finding::Ready(_),
+                    ..
                 } => {}
                 ImageState::Found {
                     finding: Finding::Failed(reason),
+                    ..
                 }
                 | ImageState::Unusable(reason) => {
                     return (
@@ -633,6 +898,7 @@ impl Checker {
                 }
                 ImageState::Found {
                     finding: Finding::Unknown(reason),
+                    ..
                 }
                 | ImageState::Unknown(reason) => {
                     return (
@@ -777,14 +1043,24 @@ impl Checker {
                 wanted.firmware.as_deref().unwrap_or("")
             )
         };
-        if let Some(digest) = &reference.digest
-            && let Some(cached) = self
-                .cache
-                .get::<Cached>(CACHE_NAMESPACE, &cache_key(digest))
-        {
-            return ImageState::Found {
-                finding: cached.finding,
+        // A cached answer, and with --deep the cached module files (or no need for them).
+        let from_cache = |key: &str| -> Option<ImageState> {
+            let cached = self.cache.get::<Cached>(CACHE_NAMESPACE, key)?;
+            let needs_files = self.deep && matches!(cached.finding, Finding::Ready(_));
+            let kos = if needs_files {
+                Some(Ok(self.cache.get::<Vec<CachedKo>>(DEEP_NAMESPACE, key)?))
+            } else {
+                None
             };
+            Some(ImageState::Found {
+                finding: cached.finding,
+                kos,
+            })
+        };
+        if let Some(digest) = &reference.digest
+            && let Some(state) = from_cache(&cache_key(digest))
+        {
+            return state;
         }
         let (raw, location) = match registry.manifest_located(&reference).await {
             Ok(found) => found,
@@ -796,10 +1072,8 @@ impl Checker {
             Err(e) => return ImageState::Unknown(e.to_string()),
         };
         let key = cache_key(&raw.digest);
-        if let Some(cached) = self.cache.get::<Cached>(CACHE_NAMESPACE, &key) {
-            return ImageState::Found {
-                finding: cached.finding,
-            };
+        if let Some(state) = from_cache(&key) {
+            return state;
         }
         let pinned = location.pinned(&raw.digest);
         let shown = reference.pinned(&raw.digest).to_string();
@@ -875,6 +1149,20 @@ impl Checker {
             Err(state) => return state,
         };
         let finding = layout::evaluate(&looking, &tree, &mut Indexes::default(), &shown);
+        let kos = if self.deep && matches!(finding, Finding::Ready(_)) {
+            let paths = layout::load_files(&looking, &tree);
+            let kos = self
+                .read_modules(&registry, &pinned, &platform, &paths)
+                .await;
+            if let Ok(kos) = &kos
+                && let Err(e) = self.cache.put(DEEP_NAMESPACE, &key, kos)
+            {
+                (self.notify)(format!("could not write the cache: {e}"));
+            }
+            Some(kos.map_err(|e| format!("{shown}: {e}")))
+        } else {
+            None
+        };
         if matches!(finding, Finding::Ready(_) | Finding::Failed(_))
             && let Err(e) = self.cache.put(
                 CACHE_NAMESPACE,
@@ -886,7 +1174,35 @@ impl Checker {
         {
             (self.notify)(format!("could not write the cache: {e}"));
         }
-        ImageState::Found { finding }
+        ImageState::Found { finding, kos }
+    }
+
+    /// The module files at `paths` in the image, decompressed and parsed (a file that cannot be
+    /// parsed is an answer, not an error: the kernel would refuse it too).
+    async fn read_modules(
+        &self,
+        registry: &Registry,
+        image: &ImageRef,
+        platform: &manifest::ImageManifest,
+        paths: &[String],
+    ) -> Result<Vec<CachedKo>, String> {
+        let wanted: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let contents = files::read_files(registry, image, platform, &wanted, ko::MAX_MODULE_SIZE)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(paths
+            .iter()
+            .map(|path| {
+                let ko = match contents.get(path) {
+                    Some(Some(bytes)) => ko::decompress(bytes).and_then(|b| ko::parse(&b)),
+                    _ => Err("not a regular file in the image".to_string()),
+                };
+                CachedKo {
+                    path: format!("/{path}"),
+                    ko,
+                }
+            })
+            .collect())
     }
 }
 
@@ -904,11 +1220,18 @@ impl Problem {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// Counts per verdict, in the order they are reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub total: usize,
+    /// `--deep` only (0 otherwise, and left out of JSON).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub loads: usize,
     pub ready: usize,
     pub will_build: usize,
     pub will_sign: usize,
@@ -921,6 +1244,7 @@ impl Summary {
         let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
         Summary {
             total: rows.len(),
+            loads: count(Verdict::Loads),
             ready: count(Verdict::Ready),
             will_build: count(Verdict::WillBuild),
             will_sign: count(Verdict::WillSign),
@@ -950,6 +1274,7 @@ mod tests {
             reason: String::new(),
             invalid: false,
             waits_forever: false,
+            deep: None,
         };
         let summary = Summary::of(&[
             row(Verdict::Ready),

@@ -21,6 +21,7 @@ fn cell(row: &CheckRow) -> ClientCheck {
         reason: row.reason.clone(),
         image: row.image.clone(),
         kernel: row.kernel.clone(),
+        deep: row.deep.clone(),
     }
 }
 
@@ -50,6 +51,7 @@ pub fn combine(mut kmm: KmmRow, client: Option<&Client>, object_kernel: &str) ->
             reason: String::new(),
             image: None,
             kernel: object_kernel.into(),
+            deep: None,
         });
         if kmm.state.is_done() {
             kmm.state = State::InProgress;
@@ -154,6 +156,7 @@ mod tests {
                 reason: reason.into(),
                 invalid: false,
                 waits_forever,
+                deep: None,
             }],
             checking: false,
         }

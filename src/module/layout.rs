@@ -436,6 +436,31 @@ pub fn evaluate(wanted: &Wanted, tree: &Tree, indexes: &mut Indexes, image: &str
     Finding::Ready(found.join("; "))
 }
 
+/// The image paths of every file modprobe inserts for `wanted` (after `evaluate` found it
+/// Ready): each name's module, then its dependencies, links inside the copy followed, each once.
+pub fn load_files(wanted: &Wanted, tree: &Tree) -> Vec<String> {
+    let kernel_dir = wanted.kernel_dir();
+    let mut indexes = Indexes::default();
+    indexes.load(tree, &kernel_dir);
+    let mut files: Vec<String> = Vec::new();
+    for name in &wanted.modules {
+        let Some(resolution) = indexes.resolve(name) else {
+            continue;
+        };
+        let line = resolution.line;
+        for file in std::iter::once(&line.path).chain(&line.depends) {
+            let path = layers::join(&kernel_dir, file);
+            if let Ok((resolved, node)) = resolve_in_copy(tree, &kernel_dir, &path)
+                && is_file(node)
+                && !files.contains(&resolved)
+            {
+                files.push(resolved);
+            }
+        }
+    }
+    files
+}
+
 /// For the scan: true once the image is known to be `Ready`, so that no more is read. Called
 /// after every entry recorded, so it only looks for the positive answer, cheaply: every name in
 /// `modules.dep.bin` (aliases wait for the end of the scan) and every file it names present.

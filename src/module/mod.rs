@@ -3,7 +3,9 @@
 
 pub mod check;
 pub mod combine;
+pub mod deep;
 pub mod kernels;
+pub mod ko;
 pub mod layout;
 pub mod mapping;
 pub mod moddep;

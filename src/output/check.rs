@@ -63,7 +63,9 @@ impl CheckReport {
             rows.push(cells);
         }
         let style = |v: Verdict| match v {
-            Verdict::Ready | Verdict::WillBuild | Verdict::WillSign => Style::new().green(),
+            Verdict::Loads | Verdict::Ready | Verdict::WillBuild | Verdict::WillSign => {
+                Style::new().green()
+            }
             Verdict::Failed => Style::new().red().bold(),
             Verdict::Unknown => Style::new().yellow(),
         };
@@ -92,6 +94,7 @@ impl CheckReport {
         let plural =
             |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let counts: Vec<String> = [
+            (s.loads, "Loads"),
             (s.ready, "Ready"),
             (s.will_build, "WillBuild"),
             (s.will_sign, "WillSign"),
@@ -276,6 +279,7 @@ mod tests {
             reason: reason.into(),
             invalid: false,
             waits_forever: false,
+            deep: None,
         }
     }
 

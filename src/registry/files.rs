@@ -3,6 +3,8 @@
 //! synchronous; the network reads underneath them are not).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layers::{self, FindError, LayerSource, Tree, TreeQuery};
 use super::manifest::{self, ImageManifest, Manifest};
@@ -16,6 +18,21 @@ struct RegistryLayers<'a> {
     handle: tokio::runtime::Handle,
     image: &'a ImageRef,
     manifest: &'a ImageManifest,
+    /// Compressed bytes read from the registry, when counted.
+    counter: Option<Arc<AtomicU64>>,
+}
+
+struct Counting<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 impl LayerSource for RegistryLayers<'_> {
@@ -26,11 +43,16 @@ impl LayerSource for RegistryLayers<'_> {
     fn open(&self, index_from_top: usize) -> std::io::Result<Box<dyn std::io::Read + '_>> {
         let layers = &self.manifest.layers;
         let layer = &layers[layers.len() - 1 - index_from_top];
-        Ok(Box::new(self.registry.blob_reader(
-            self.handle.clone(),
-            self.image,
-            layer,
-        )))
+        let reader = self
+            .registry
+            .blob_reader(self.handle.clone(), self.image, layer);
+        Ok(match &self.counter {
+            Some(counter) => Box::new(Counting {
+                inner: reader,
+                counter: counter.clone(),
+            }),
+            None => Box::new(reader),
+        })
     }
 }
 
@@ -69,6 +91,7 @@ async fn with_layers<T, F>(
     registry: &Registry,
     image: &ImageRef,
     manifest: &ImageManifest,
+    counter: Option<Arc<AtomicU64>>,
     work: F,
 ) -> Result<T>
 where
@@ -86,6 +109,7 @@ where
             handle,
             image: &image,
             manifest: &manifest,
+            counter,
         };
         work(&source).map_err(|e| find_error(&image, e))
     });
@@ -100,11 +124,28 @@ pub async fn read_files(
     registry: &Registry,
     image: &ImageRef,
     manifest: &ImageManifest,
-    paths: &'static [&'static str],
+    paths: &[&str],
     limit: u64,
 ) -> Result<HashMap<String, Option<Vec<u8>>>> {
-    with_layers(registry, image, manifest, move |source| {
-        layers::find_files(source, paths, limit)
+    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    with_layers(registry, image, manifest, None, move |source| {
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        layers::find_files(source, &paths, limit)
+    })
+    .await
+}
+
+/// `layers::find_first` over `image`'s layers, adding the compressed bytes read to `counter`.
+pub async fn find_first(
+    registry: &Registry,
+    image: &ImageRef,
+    manifest: &ImageManifest,
+    wants: Vec<layers::Want>,
+    limit: u64,
+    counter: Arc<AtomicU64>,
+) -> Result<Vec<Option<layers::FoundFile>>> {
+    with_layers(registry, image, manifest, Some(counter), move |source| {
+        layers::find_first(source, &wants, limit)
     })
     .await
 }
@@ -121,7 +162,7 @@ pub async fn scan_tree<A>(
 where
     A: FnMut(&Tree) -> bool + Send + 'static,
 {
-    with_layers(registry, image, manifest, move |source| {
+    with_layers(registry, image, manifest, None, move |source| {
         layers::scan_tree(source, &query, &mut answered)
     })
     .await

@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::apiserver::{ApiServer, Kmm};
-use super::fixtures::{ReleaseFixture, push_release};
-use super::images::Pusher;
+use super::fixtures::{ReleaseFixture, kernel_for, push_release, push_release_with_dtk};
+use super::images::{Image, Pusher};
 use super::kmod::simple_image;
 use super::operator::{Operator, OperatorConfig};
 use super::registry::TestRegistry;
@@ -48,8 +48,26 @@ impl TestCluster {
 
     /// The same on `registry` (e.g. TLS with basic auth).
     pub async fn start_with(kmm: Kmm, registry: TestRegistry) -> TestCluster {
+        Self::start_full(kmm, registry, None).await
+    }
+
+    /// The same with `dtk` as the release's driver-toolkit (its kernel: `kernel_for(VERSION)`).
+    pub async fn start_with_dtk(kmm: Kmm, dtk: &Image) -> TestCluster {
+        Self::start_full(kmm, TestRegistry::plain(), Some(dtk)).await
+    }
+
+    async fn start_full(kmm: Kmm, registry: TestRegistry, dtk: Option<&Image>) -> TestCluster {
         let pusher = Pusher::new(&registry);
-        let release = push_release(&pusher, &registry.addr, VERSION, "amd64").await;
+        let release = match dtk {
+            None => push_release(&pusher, &registry.addr, VERSION, "amd64").await,
+            Some(dtk) => {
+                let tag = format!("{VERSION}-x86_64");
+                let mut fixture =
+                    push_release_with_dtk(&pusher, &registry.addr, VERSION, dtk, Some(&tag)).await;
+                fixture.kernel = kernel_for(VERSION, "amd64");
+                fixture
+            }
+        };
         let api = ApiServer::start(kmm).await;
         api.add_node("worker-0", "amd64");
         let mut ctx = Context::new();

@@ -361,3 +361,76 @@ pub async fn push_two_stream_release(
         kernel,
     }
 }
+
+/// One kernel of a driver-toolkit with its devel files: the exports `Module.symvers` lists
+/// (`/usr/src/kernels/<kernel>/Module.symvers`, as kernel-devel installs it) and one in-tree
+/// module (`/usr/lib/modules/<kernel>/kernel/…`, as kernel-modules does) stamped `vermagic`.
+pub struct DevelKernel {
+    pub kernel: String,
+    pub vermagic: String,
+    pub exports: Vec<(String, u32)>,
+}
+
+impl DevelKernel {
+    pub fn symvers(&self) -> Vec<u8> {
+        let mut text = String::new();
+        for (symbol, crc) in &self.exports {
+            text.push_str(&format!(
+                "0x{crc:08x}\t{symbol}\tvmlinux\tEXPORT_SYMBOL\t\n"
+            ));
+        }
+        text.into_bytes()
+    }
+}
+
+/// A DTK as ART builds it, with kernel-devel and kernel-modules in a bulky middle layer (after
+/// `filler` bytes of other files), for `kernels[0]` (standard) and `kernels[1]` (RT, if given).
+pub fn devel_dtk_image(kernels: &[DevelKernel], filler: u64, compression: Compression) -> Image {
+    let standard = &kernels[0];
+    let rt = kernels.get(1).map(|k| k.kernel.clone());
+    let base = TarLayer::new()
+        .dir("etc")
+        .file(DTK_FILE, &dtk_json("5.14.0-1.old.el9.x86_64", None, "9.0"))
+        .finish();
+    let mut middle =
+        TarLayer::new()
+            .dir("usr")
+            .dir("usr/src")
+            .noise("usr/share/doc/filler.bin", filler, 11);
+    for k in kernels {
+        let in_tree = super::kmod::Ko::new("dummy")
+            .vermagic(&k.vermagic)
+            .versions(&[("module_layout", 1)])
+            .compressed(super::kmod::Compression::Xz);
+        middle = middle
+            .file(
+                &format!(
+                    "usr/lib/modules/{}/kernel/drivers/net/dummy.ko.xz",
+                    k.kernel
+                ),
+                &in_tree.built(&k.kernel),
+            )
+            .noise(
+                &format!("usr/src/kernels/{}/vmlinux.bin", k.kernel),
+                64 * 1024,
+                7,
+            )
+            .file(
+                &format!("usr/src/kernels/{}/Module.symvers", k.kernel),
+                &k.symvers(),
+            );
+    }
+    let top = TarLayer::new()
+        .dir("etc")
+        .file(DTK_FILE, &dtk_json(&standard.kernel, rt.as_deref(), "9.6"))
+        .finish();
+    Image {
+        flavor: Flavor::Docker,
+        goarch: "amd64",
+        layers: vec![
+            layer(base, compression, Flavor::Docker),
+            layer(middle.finish(), compression, Flavor::Docker),
+            layer(top, compression, Flavor::Docker),
+        ],
+    }
+}

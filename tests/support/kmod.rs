@@ -31,6 +31,16 @@ pub struct Ko {
     pub exports: Vec<String>,
     pub imports: Vec<String>,
     pub compression: Compression,
+    /// `.modinfo` vermagic (default: `<kernel> SMP preempt mod_unload modversions `).
+    pub vermagic: Option<String>,
+    /// `__versions`: the CRC of each symbol it was built against (None: no such section).
+    pub versions: Option<Vec<(String, u32)>>,
+    /// CRCs of exports, as `__crc_<sym>` labels on their 32 bits in `__kcrctab` (Linux 6.x) or,
+    /// with `absolute_crcs`, as absolute `__crc_<sym>` symbols (Linux 5.14).
+    pub export_crcs: Vec<(String, u32)>,
+    pub absolute_crcs: bool,
+    /// Signed as `scripts/sign-file` does (PKCS#7, issuer and serial), by a key with this CN.
+    pub signer: Option<String>,
 }
 
 impl Ko {
@@ -41,7 +51,34 @@ impl Ko {
             exports: vec![],
             imports: vec![],
             compression: Compression::None,
+            vermagic: None,
+            versions: None,
+            export_crcs: vec![],
+            absolute_crcs: false,
+            signer: None,
         }
+    }
+
+    pub fn vermagic(mut self, vermagic: &str) -> Ko {
+        self.vermagic = Some(vermagic.to_string());
+        self
+    }
+
+    /// `__versions` entries.
+    pub fn versions(mut self, versions: &[(&str, u32)]) -> Ko {
+        self.versions = Some(versions.iter().map(|(s, c)| (s.to_string(), *c)).collect());
+        self
+    }
+
+    pub fn export_crcs(mut self, crcs: &[(&str, u32)], absolute: bool) -> Ko {
+        self.export_crcs = crcs.iter().map(|(s, c)| (s.to_string(), *c)).collect();
+        self.absolute_crcs = absolute;
+        self
+    }
+
+    pub fn signed_by(mut self, common_name: &str) -> Ko {
+        self.signer = Some(common_name.to_string());
+        self
     }
 
     pub fn at(mut self, file: &str) -> Ko {
@@ -72,10 +109,36 @@ impl Ko {
             )
         };
         c.push_str(&modinfo("name", &self.name));
-        c.push_str(&modinfo(
-            "vermagic",
-            &format!("{kernel} SMP preempt mod_unload modversions "),
-        ));
+        let vermagic = self
+            .vermagic
+            .clone()
+            .unwrap_or_else(|| format!("{kernel} SMP preempt mod_unload modversions "));
+        c.push_str(&modinfo("vermagic", &vermagic));
+        if let Some(versions) = &self.versions {
+            // struct modversion_info { unsigned long crc; char name[64 - sizeof(long)]; }
+            c.push_str(
+                "struct modversion_info { unsigned long crc; char name[64 - sizeof(unsigned long)]; };\n\
+                 static const struct modversion_info ____versions[] __attribute__((used, section(\"__versions\"))) = {\n",
+            );
+            for (symbol, crc) in versions {
+                c.push_str(&format!("  {{ 0x{crc:08x}, \"{symbol}\" }},\n"));
+            }
+            if versions.is_empty() {
+                c.push_str("  { 0, \"\" },\n");
+            }
+            c.push_str("};\n");
+        }
+        for (symbol, crc) in &self.export_crcs {
+            if self.absolute_crcs {
+                c.push_str(&format!(
+                    "asm(\".globl __crc_{symbol}\\n.set __crc_{symbol}, 0x{crc:08x}\\n\");\n"
+                ));
+            } else {
+                c.push_str(&format!(
+                    "asm(\".section \\\"___kcrctab+{symbol}\\\", \\\"a\\\"\\n.globl __crc_{symbol}\\n__crc_{symbol}:\\n.long 0x{crc:08x}\\n.previous\\n\");\n"
+                ));
+            }
+        }
         for import in &self.imports {
             c.push_str(&format!("extern int {import}(void);\n"));
         }
@@ -96,12 +159,24 @@ impl Ko {
         c
     }
 
+    /// The file as it lies in an image: compiled (signed when asked), then compressed.
+    pub fn built(&self, kernel: &str) -> Vec<u8> {
+        let object = self.object(kernel);
+        match self.compression {
+            Compression::None => object,
+            Compression::Xz => xz(&object),
+            Compression::Zst => zstd::encode_all(&object[..], 3).unwrap(),
+            Compression::Gz => gzip(&object),
+        }
+    }
+
     /// The compiled object, built once per process for the same source.
     fn object(&self, kernel: &str) -> Vec<u8> {
         static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
         let source = self.source(kernel);
+        let key = format!("{source}\n/* signer: {:?} */", self.signer);
         let built = BUILT.get_or_init(Default::default);
-        if let Some(object) = built.lock().unwrap().get(&source) {
+        if let Some(object) = built.lock().unwrap().get(&key) {
             return object.clone();
         }
         let dir = tempfile::tempdir().unwrap();
@@ -115,10 +190,78 @@ impl Ko {
             .status()
             .expect("gcc is needed to build test kernel modules");
         assert!(status.success(), "gcc failed on:\n{source}");
-        let object = std::fs::read(&o).unwrap();
-        built.lock().unwrap().insert(source, object.clone());
+        let mut object = std::fs::read(&o).unwrap();
+        if let Some(signer) = &self.signer {
+            object = sign(&object, signer);
+        }
+        built.lock().unwrap().insert(key, object.clone());
         object
     }
+}
+
+/// Append a module signature as the kernel's `scripts/sign-file` does: a detached PKCS#7 (CMS)
+/// signature without certificates or attributes, identified by issuer and serial, then
+/// `struct module_signature` and the marker. The key is made once per signer name (openssl).
+fn sign(object: &[u8], common_name: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert, input, output) = (
+        dir.path().join("key.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("m.ko"),
+        dir.path().join("m.p7s"),
+    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl: {out:?}");
+    };
+    let subject = format!("/CN={common_name}");
+    run(&[
+        "req".as_ref(),
+        "-x509".as_ref(),
+        "-newkey".as_ref(),
+        "rsa:2048".as_ref(),
+        "-nodes".as_ref(),
+        "-days".as_ref(),
+        "1".as_ref(),
+        "-subj".as_ref(),
+        subject.as_ref(),
+        "-keyout".as_ref(),
+        key.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ]);
+    std::fs::write(&input, object).unwrap();
+    run(&[
+        "cms".as_ref(),
+        "-sign".as_ref(),
+        "-binary".as_ref(),
+        "-noattr".as_ref(),
+        "-nocerts".as_ref(),
+        "-nosmimecap".as_ref(),
+        "-md".as_ref(),
+        "sha256".as_ref(),
+        "-outform".as_ref(),
+        "DER".as_ref(),
+        "-signer".as_ref(),
+        cert.as_os_str(),
+        "-inkey".as_ref(),
+        key.as_os_str(),
+        "-in".as_ref(),
+        input.as_os_str(),
+        "-out".as_ref(),
+        output.as_os_str(),
+    ]);
+    let signature = std::fs::read(&output).unwrap();
+    let mut signed = object.to_vec();
+    signed.extend_from_slice(&signature);
+    // algo, hash, id_type PKEY_ID_PKCS7 = 2, signer_len, key_id_len, pad[3], be32 sig_len
+    signed.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0]);
+    signed.extend_from_slice(&(signature.len() as u32).to_be_bytes());
+    signed.extend_from_slice(b"~Module signature appended~\n");
+    signed
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -408,6 +408,109 @@ pub fn find_files(
     Ok(answers)
 }
 
+/// A file found: its path and content.
+pub type FoundFile = (String, Vec<u8>);
+
+/// A file wanted by `find_first`: one path, or the first regular file below a directory whose
+/// name contains a marker (`.ko`: any kernel module).
+#[derive(Debug, Clone)]
+pub enum Want {
+    Path(String),
+    FirstUnder { dir: String, contains: String },
+}
+
+impl Want {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Want::Path(p) => p == path,
+            Want::FirstUnder { dir, contains } => {
+                path.starts_with(dir.as_str())
+                    && path[dir.len()..].starts_with('/')
+                    && base(path).contains(contains.as_str())
+            }
+        }
+    }
+}
+
+/// Regular files for `wants`, newest layer first, in one pass that stops once every want is
+/// answered: `(path, content)` per want, None when no visible file matches. Whiteouts and opaque
+/// directories of upper layers hide what lower ones have; links are not followed.
+pub fn find_first(
+    source: &dyn LayerSource,
+    wants: &[Want],
+    limit: u64,
+) -> Result<Vec<Option<FoundFile>>, FindError> {
+    let mut found: Vec<Option<FoundFile>> = vec![None; wants.len()];
+    let mut hidden: HashSet<String> = HashSet::new();
+    let mut opaque: HashSet<String> = HashSet::new();
+    let is_hidden = |path: &str, hidden: &HashSet<String>, opaque: &HashSet<String>| {
+        hidden.contains(path)
+            || ancestors(path)
+                .into_iter()
+                .any(|a| hidden.contains(a) || opaque.contains(a))
+    };
+    for layer in 0..source.layer_count() {
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut layer_hidden = HashSet::new();
+        let mut layer_opaque = HashSet::new();
+        let mut archive = tar::Archive::new(decompress(source.open(layer)?)?);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+            let file_name = base(&name);
+            if file_name == OPAQUE_MARKER {
+                layer_opaque.insert(parent(&name).to_string());
+                continue;
+            }
+            if let Some(removed) = file_name.strip_prefix(WHITEOUT_PREFIX) {
+                layer_hidden.insert(join(parent(&name), removed));
+                continue;
+            }
+            if is_hidden(&name, &hidden, &opaque) {
+                continue;
+            }
+            seen.insert(name.clone());
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+                continue;
+            }
+            let Some(index) = wants
+                .iter()
+                .enumerate()
+                .position(|(i, w)| found[i].is_none() && w.matches(&name))
+            else {
+                continue;
+            };
+            let size = entry.size();
+            if size > limit {
+                return Err(FindError::TooLarge {
+                    path: name,
+                    size,
+                    limit,
+                });
+            }
+            let mut content = Vec::with_capacity(size as usize);
+            (&mut entry).take(limit + 1).read_to_end(&mut content)?;
+            found[index] = Some((name, content));
+            if found.iter().all(Option::is_some) {
+                return Ok(found);
+            }
+        }
+        // A path this layer shows (even as a directory) keeps lower copies of it hidden.
+        hidden.extend(layer_hidden);
+        hidden.extend(seen.into_iter().filter(|p| {
+            wants
+                .iter()
+                .any(|w| matches!(w, Want::Path(wanted) if wanted == p))
+        }));
+        opaque.extend(layer_opaque);
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,372 @@
+//! What the kernel's module loader reads from a `.ko` file: the `.modinfo` strings (`vermagic`,
+//! `name`, `depends`), the symbol CRCs it was built against (`__versions`), the symbols it leaves
+//! undefined, the symbols it exports to other modules (`__ksymtab_strings` / `__ksymtab_<sym>`,
+//! with their CRCs from `__crc_<sym>`), and an appended signature (`~Module signature
+//! appended~`, as `scripts/sign-file` writes it).
+//!
+//! Compressed modules (`.ko.xz`, `.ko.zst`, `.ko.gz`) are decompressed first, as kmod does.
+//! Nothing here panics on a malformed file: it is an error that names what is wrong.
+
+use std::io::Read;
+
+use object::{Object, ObjectSection, ObjectSymbol, SymbolSection};
+
+/// A decompressed module is at most this large (the largest in-tree module, amdgpu, is ~40 MiB).
+pub const MAX_MODULE_SIZE: u64 = 256 * 1024 * 1024;
+
+const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
+const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// `struct modversion_info`: an `unsigned long` CRC and a 64-byte record in all.
+const MODVERSION_RECORD: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ko {
+    /// `.modinfo` `name=`.
+    pub name: Option<String>,
+    /// `.modinfo` `vermagic=`, exactly as written (kernels end it with a space).
+    pub vermagic: Option<String>,
+    /// `.modinfo` `depends=`.
+    pub depends: Vec<String>,
+    /// `__versions`: the CRC of each symbol it was built against; None without the section.
+    pub versions: Option<Vec<(String, u32)>>,
+    /// Symbols it needs from the kernel or other modules (undefined, not weak).
+    pub undefined: Vec<String>,
+    /// Symbols it exports, with their CRC when it carries one.
+    pub exports: Vec<(String, Option<u32>)>,
+    pub signature: Option<Signature>,
+}
+
+/// An appended module signature (`struct module_signature` and what precedes it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signature {
+    /// The signer's name: the common name of the issuer in a PKCS#7 signature (as `modinfo`
+    /// shows it), or the signer field of an old-style signature.
+    pub signer: Option<String>,
+    /// `PKCS#7`, or the id type's number for anything else.
+    pub kind: String,
+}
+
+/// Decompress a module file by its magic bytes (xz, zstd, gzip, or none).
+pub fn decompress(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let limited = |reader: Box<dyn Read + '_>, what: &str| -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        reader
+            .take(MAX_MODULE_SIZE + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("not valid {what} data: {e}"))?;
+        if out.len() as u64 > MAX_MODULE_SIZE {
+            return Err(format!(
+                "decompresses to more than {} MiB",
+                MAX_MODULE_SIZE >> 20
+            ));
+        }
+        Ok(out)
+    };
+    if bytes.starts_with(&XZ_MAGIC) {
+        let mut out = Limited(Vec::new());
+        let mut input = std::io::BufReader::new(bytes);
+        lzma_rs::xz_decompress(&mut input, &mut out)
+            .map_err(|e| format!("not valid xz data: {e}"))?;
+        Ok(out.0)
+    } else if bytes.starts_with(&ZSTD_MAGIC) {
+        let reader = crate::registry::layers::decompress(Box::new(bytes))
+            .map_err(|e| format!("not valid zstd data: {e}"))?;
+        limited(reader, "zstd")
+    } else if bytes.starts_with(&GZIP_MAGIC) {
+        limited(Box::new(flate2::read::MultiGzDecoder::new(bytes)), "gzip")
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// A sink that refuses to grow past `MAX_MODULE_SIZE`.
+struct Limited(Vec<u8>);
+
+impl std::io::Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.0.len() + buf.len()) as u64 > MAX_MODULE_SIZE {
+            return Err(std::io::Error::other(format!(
+                "decompresses to more than {} MiB",
+                MAX_MODULE_SIZE >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Parse a (decompressed) module.
+pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
+    let (elf, signature) = split_signature(bytes)?;
+    let file = object::File::parse(elf).map_err(|e| format!("not an ELF object: {e}"))?;
+    if file.format() != object::BinaryFormat::Elf {
+        return Err("not an ELF object".into());
+    }
+    if file.kind() != object::ObjectKind::Relocatable {
+        return Err(format!(
+            "not a relocatable ELF object (a kernel module is one), but {:?}",
+            file.kind()
+        ));
+    }
+    let section_data = |name: &str| -> Result<Option<&[u8]>, String> {
+        match file.section_by_name(name) {
+            Some(section) => section
+                .data()
+                .map(Some)
+                .map_err(|e| format!("section {name} cannot be read: {e}")),
+            None => Ok(None),
+        }
+    };
+
+    let mut ko = Ko {
+        name: None,
+        vermagic: None,
+        depends: Vec::new(),
+        versions: None,
+        undefined: Vec::new(),
+        exports: Vec::new(),
+        signature,
+    };
+    if let Some(modinfo) = section_data(".modinfo")? {
+        for entry in modinfo.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+            let entry = String::from_utf8_lossy(entry);
+            let Some((key, value)) = entry.split_once('=') else {
+                continue;
+            };
+            match key {
+                "name" => ko.name = Some(value.to_string()),
+                "vermagic" => ko.vermagic = Some(value.to_string()),
+                "depends" => {
+                    ko.depends = value
+                        .split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let big_endian = file.endianness() == object::Endianness::Big;
+    let word = if file.is_64() { 8 } else { 4 };
+    let read_u32 = |b: &[u8]| {
+        let raw = [b[0], b[1], b[2], b[3]];
+        if big_endian {
+            u32::from_be_bytes(raw)
+        } else {
+            u32::from_le_bytes(raw)
+        }
+    };
+    if let Some(versions) = section_data("__versions")? {
+        if versions.len() % MODVERSION_RECORD != 0 {
+            return Err(format!(
+                "__versions is {} bytes, not a whole number of {MODVERSION_RECORD}-byte records",
+                versions.len()
+            ));
+        }
+        let mut list = Vec::with_capacity(versions.len() / MODVERSION_RECORD);
+        for record in versions.chunks_exact(MODVERSION_RECORD) {
+            // The CRC is an unsigned long holding a 32-bit value: its low half.
+            let crc = if big_endian && word == 8 {
+                read_u32(&record[4..8])
+            } else {
+                read_u32(&record[..4])
+            };
+            let name = &record[word..];
+            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            list.push((String::from_utf8_lossy(&name[..end]).into_owned(), crc));
+        }
+        ko.versions = Some(list);
+    }
+
+    let mut exported: Vec<String> = Vec::new();
+    if let Some(strings) = section_data("__ksymtab_strings")? {
+        exported.extend(
+            strings
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned()),
+        );
+    }
+    let mut crcs: Vec<(String, u32)> = Vec::new();
+    for symbol in file.symbols() {
+        let Ok(name) = symbol.name() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        if symbol.is_undefined() {
+            if !symbol.is_weak() {
+                ko.undefined.push(name.to_string());
+            }
+            continue;
+        }
+        if let Some(export) = name.strip_prefix("__ksymtab_") {
+            exported.push(export.to_string());
+        } else if let Some(export) = name.strip_prefix("__crc_") {
+            // Linux 5.14: an absolute symbol whose value is the CRC. Later kernels: a label
+            // on the CRC's 32 bits in __kcrctab.
+            let crc = match symbol.section() {
+                SymbolSection::Absolute => Some(symbol.address() as u32),
+                SymbolSection::Section(index) => file
+                    .section_by_index(index)
+                    .ok()
+                    .and_then(|s| s.data().ok())
+                    .and_then(|d| d.get(symbol.address() as usize..)?.get(..4))
+                    .map(read_u32),
+                _ => None,
+            };
+            if let Some(crc) = crc {
+                crcs.push((export.to_string(), crc));
+            }
+        }
+    }
+    exported.sort();
+    exported.dedup();
+    ko.exports = exported
+        .into_iter()
+        .map(|name| {
+            let crc = crcs.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
+            (name, crc)
+        })
+        .collect();
+    ko.undefined.sort();
+    ko.undefined.dedup();
+    Ok(ko)
+}
+
+/// The ELF part of the file and its appended signature, if any.
+fn split_signature(bytes: &[u8]) -> Result<(&[u8], Option<Signature>), String> {
+    let Some(rest) = bytes.strip_suffix(SIGNATURE_MAGIC) else {
+        return Ok((bytes, None));
+    };
+    // struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], be32 sig_len.
+    let Some(header_at) = rest.len().checked_sub(12) else {
+        return Err("the appended signature is truncated".into());
+    };
+    let header = &rest[header_at..];
+    let id_type = header[2];
+    let signer_len = header[3] as usize;
+    let key_id_len = header[4] as usize;
+    let sig_len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    let total = sig_len + signer_len + key_id_len;
+    let Some(start) = header_at.checked_sub(total) else {
+        return Err(format!(
+            "the appended signature claims {total} bytes, more than the file has"
+        ));
+    };
+    let signer_bytes = &rest[start..start + signer_len];
+    let signature = &rest[start + signer_len + key_id_len..header_at];
+    let (kind, signer) = if id_type == 2 {
+        ("PKCS#7".to_string(), pkcs7_signer(signature))
+    } else {
+        (
+            format!("id type {id_type}"),
+            (!signer_bytes.is_empty()).then(|| String::from_utf8_lossy(signer_bytes).into_owned()),
+        )
+    };
+    Ok((&rest[..start], Some(Signature { signer, kind })))
+}
+
+/// One DER element: (tag, contents, rest).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)? as usize;
+    let (len, head) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in input.get(2..2 + n)? {
+            len = (len << 8) | *b as usize;
+        }
+        (len, 2 + n)
+    };
+    let contents = input.get(head..head.checked_add(len)?)?;
+    Some((tag, contents, &input[head + len..]))
+}
+
+const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+/// The issuer common name of the first SignerInfo of a PKCS#7 SignedData (what `modinfo` prints
+/// as `signer`), or None if it is not there or not what sign-file writes.
+fn pkcs7_signer(signature: &[u8]) -> Option<String> {
+    // ContentInfo ::= SEQUENCE { contentType OID, [0] EXPLICIT SignedData }
+    let (_, content_info, _) = der(signature)?;
+    let (_, _oid, rest) = der(content_info)?;
+    let (_, explicit, _) = der(rest)?;
+    // SignedData ::= SEQUENCE { version, digestAlgorithms SET, encapContentInfo,
+    //                           [0] certificates OPTIONAL, [1] crls OPTIONAL, signerInfos SET }
+    let (_, signed_data, _) = der(explicit)?;
+    let mut rest = signed_data;
+    let mut signer_infos = None;
+    while !rest.is_empty() {
+        let (tag, contents, next) = der(rest)?;
+        if tag == 0x31 {
+            signer_infos = Some(contents);
+        }
+        rest = next;
+    }
+    // The last SET is signerInfos (the first is digestAlgorithms).
+    let (_, signer_info, _) = der(signer_infos?)?;
+    let (_, _version, rest) = der(signer_info)?;
+    // sid: IssuerAndSerialNumber ::= SEQUENCE { issuer Name, serialNumber INTEGER }
+    let (tag, sid, _) = der(rest)?;
+    if tag != 0x30 {
+        return None; // a subjectKeyIdentifier: no name to show
+    }
+    let (_, mut name, _) = der(sid)?;
+    while !name.is_empty() {
+        let (_, rdn, next) = der(name)?;
+        let (_, attribute, _) = der(rdn)?;
+        let (_, oid, value) = der(attribute)?;
+        if oid == OID_COMMON_NAME {
+            let (_, text, _) = der(value)?;
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        name = next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_files_are_errors_not_panics() {
+        assert!(parse(b"").is_err());
+        assert!(parse(b"\x7fELF\x02\x01\x01").is_err());
+        assert!(parse(&[0u8; 4096]).is_err());
+        let mut truncated_signature = b"\x7fELF".to_vec();
+        truncated_signature.extend_from_slice(SIGNATURE_MAGIC);
+        assert!(parse(&truncated_signature).is_err());
+        let mut huge = vec![0u8; 64];
+        huge.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        huge.extend_from_slice(SIGNATURE_MAGIC);
+        assert!(split_signature(&huge).is_err());
+        assert!(decompress(&XZ_MAGIC).is_err());
+        assert!(decompress(&[0x1f, 0x8b, 0, 0]).is_err());
+        assert_eq!(pkcs7_signer(&[0x30, 0x84, 0xff]), None);
+    }
+
+    #[test]
+    fn der_lengths() {
+        assert_eq!(
+            der(&[0x04, 0x01, 0xaa, 0x05]),
+            Some((0x04, &[0xaa][..], &[0x05][..]))
+        );
+        let long = [&[0x04, 0x81, 0x02][..], &[1, 2]].concat();
+        assert_eq!(der(&long), Some((0x04, &[1, 2][..], &[][..])));
+        assert_eq!(der(&[0x04, 0x05, 1]), None);
+    }
+}
