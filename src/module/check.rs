@@ -609,21 +609,31 @@ impl Checker {
         let reference: ImageRef = dtk
             .parse()
             .map_err(|e| format!("driver-toolkit {dtk}: {e}"))?;
+        let cache_key = |digest: &str| format!("{digest} {kernel} {}", target.goarch);
+        let from_cache = |key: &str| {
+            let cached = self.cache.get::<CachedKernel>(KERNEL_NAMESPACE, key)?;
+            let exports = KernelFacts::from_compact(&cached.symvers)?;
+            Some(Arc::new(KernelFacts {
+                release: kernel.clone(),
+                vermagic: Some(cached.vermagic),
+                vermagic_from: Some(cached.vermagic_from),
+                exports,
+            }))
+        };
+        // A release names its driver-toolkit by digest: no round trip when it is cached.
+        if let Some(digest) = &reference.digest
+            && let Some(facts) = from_cache(&cache_key(digest))
+        {
+            return Ok(facts);
+        }
         let (raw, location) = self
             .registry
             .manifest_located(&reference)
             .await
             .map_err(|e| e.to_string())?;
-        let key = format!("{} {kernel} {}", raw.digest, target.goarch);
-        if let Some(cached) = self.cache.get::<CachedKernel>(KERNEL_NAMESPACE, &key)
-            && let Some(exports) = KernelFacts::from_compact(&cached.symvers)
-        {
-            return Ok(Arc::new(KernelFacts {
-                release: kernel.clone(),
-                vermagic: Some(cached.vermagic),
-                vermagic_from: Some(cached.vermagic_from),
-                exports,
-            }));
+        let key = cache_key(&raw.digest);
+        if let Some(facts) = from_cache(&key) {
+            return Ok(facts);
         }
         let pinned = location.pinned(&raw.digest);
         let top = manifest::parse(&raw.body, None)
@@ -690,8 +700,16 @@ impl Checker {
             vermagic_from: format!("/{module_path}"),
             symvers: facts.compact(),
         };
-        if let Err(e) = self.cache.put(KERNEL_NAMESPACE, &key, &cached) {
-            (self.notify)(format!("could not write the cache: {e}"));
+        let mut keys = vec![key];
+        if let Some(digest) = &reference.digest
+            && *digest != raw.digest
+        {
+            keys.push(cache_key(digest));
+        }
+        for key in keys {
+            if let Err(e) = self.cache.put(KERNEL_NAMESPACE, &key, &cached) {
+                (self.notify)(format!("could not write the cache: {e}"));
+            }
         }
         Ok(Arc::new(facts))
     }

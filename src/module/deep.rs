@@ -68,12 +68,12 @@ impl KernelFacts {
     }
 
     pub fn from_compact(text: &str) -> Option<HashMap<String, u32>> {
-        text.lines()
-            .map(|l| {
-                let (symbol, crc) = l.split_once(' ')?;
-                Some((symbol.to_string(), u32::from_str_radix(crc, 16).ok()?))
-            })
-            .collect()
+        let mut exports = HashMap::with_capacity(text.len() / 24);
+        for line in text.lines() {
+            let (symbol, crc) = line.split_once(' ')?;
+            exports.insert(symbol.to_string(), u32::from_str_radix(crc, 16).ok()?);
+        }
+        Some(exports)
     }
 
     fn modversions(&self) -> bool {
