@@ -106,13 +106,7 @@ fn mlx5_tree(kernel: &str) -> Tree {
 
 /// A Module that maps every kernel to `image` (a template), loading `module`.
 fn module_spec(image: &str, module: &str) -> Value {
-    json!({
-        "selector": {"node-role.kubernetes.io/worker": ""},
-        "moduleLoader": {"container": {
-            "modprobe": {"moduleName": module},
-            "kernelMappings": [{"regexp": "^.+$", "containerImage": image}]
-        }}
-    })
+    support::cluster::loading(image, module)
 }
 
 fn rows(run: &Run) -> Vec<Value> {

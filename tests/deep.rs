@@ -7,12 +7,24 @@ mod support;
 
 use serde_json::{Value, json};
 use support::apiserver::Kmm;
-use support::cluster::{TestCluster, VERSION, resolved};
+use support::cluster::{TestCluster, VERSION, loading, resolved};
 use support::fixtures::{DevelKernel, devel_dtk_image, kernel_for};
 use support::images::{self, Compression as Layer, Flavor, Image, Pusher};
 use support::kmod::{Compression, Ko, Tree, base_layer};
 
 const OLD: &str = "5.14.0-427.50.1.el9_4.x86_64";
+
+/// `check --release 4.19.0 --deep -o json -A -v`
+const DEEP_JSON: [&str; 8] = [
+    "check",
+    "--release",
+    VERSION,
+    "--deep",
+    "-o",
+    "json",
+    "-A",
+    "-v",
+];
 
 fn kernel() -> String {
     kernel_for(VERSION, "amd64")
@@ -57,16 +69,6 @@ const GOOD: [(&str, u32); 3] = [
     ("printk", 0x22222222),
 ];
 
-fn module_spec(image: &str, module: &str) -> Value {
-    json!({
-        "selector": {"node-role.kubernetes.io/worker": ""},
-        "moduleLoader": {"container": {
-            "modprobe": {"moduleName": module},
-            "kernelMappings": [{"regexp": "^.+$", "containerImage": image}]
-        }}
-    })
-}
-
 /// Push `tree` as `vendor/<repo>` for `kernel` and add a Module loading `module` from it.
 async fn add(c: &TestCluster, repo: &str, module: &str, kernel: &str, tree: Tree) -> Value {
     let template = format!("{}/vendor/{repo}:${{KERNEL_FULL_VERSION}}", c.registry.addr);
@@ -89,7 +91,7 @@ async fn add(c: &TestCluster, repo: &str, module: &str, kernel: &str, tree: Tree
             o.images.insert(image);
         });
     }
-    module_spec(&template, module)
+    loading(&template, module)
 }
 
 fn tree_of(kernel: &str, kos: &[Ko]) -> Tree {
@@ -273,19 +275,7 @@ async fn deep_makes_the_kernels_load_decision() {
     }
     assert!(!plain.stderr.contains("--deep:"), "{}", plain.stderr);
 
-    let run = c
-        .plugin(&[
-            "check",
-            "--release",
-            VERSION,
-            "--deep",
-            "-o",
-            "json",
-            "-A",
-            "-v",
-        ])
-        .await
-        .expect_code(1);
+    let run = c.plugin(&DEEP_JSON).await.expect_code(1);
     let json = run.json();
     let verdict = |name: &str| row(&json, name)["verdict"].as_str().unwrap().to_string();
     let reason = |name: &str| row(&json, name)["reason"].as_str().unwrap().to_string();
@@ -381,19 +371,7 @@ async fn deep_makes_the_kernels_load_decision() {
         "{bytes_line}"
     );
     // … then the cache answers: same verdicts, nothing of the driver-toolkit read.
-    let again = c
-        .plugin(&[
-            "check",
-            "--release",
-            VERSION,
-            "--deep",
-            "-o",
-            "json",
-            "-A",
-            "-v",
-        ])
-        .await
-        .expect_code(1);
+    let again = c.plugin(&DEEP_JSON).await.expect_code(1);
     let again_json = again.json();
     for name in ["good", "crc", "sibling", "malformed", "unsigned"] {
         assert_eq!(row(&again_json, name)["verdict"], verdict(name).as_str());

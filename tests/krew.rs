@@ -302,6 +302,31 @@ fn the_committed_manifests_follow_krew_rules() {
     // plugin.yaml is rendered by krew/package from the archives it built (real sha256s).
     let manifest = yaml(&Path::new(ROOT).join("plugin.yaml"));
     check_krew_rules(&manifest, Path::new("/"));
+    // Every platform was built here (see README's Releasing).
+    let mut committed: Vec<String> = manifest["spec"]["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let labels = &p["selector"]["matchLabels"];
+            format!(
+                "{}/{}",
+                labels["os"].as_str().unwrap(),
+                labels["arch"].as_str().unwrap()
+            )
+        })
+        .collect();
+    committed.sort();
+    assert_eq!(
+        committed,
+        [
+            "darwin/amd64",
+            "darwin/arm64",
+            "linux/amd64",
+            "linux/arm64",
+            "windows/amd64"
+        ]
+    );
     assert_eq!(
         manifest["spec"]["version"],
         format!("v{}", env!("CARGO_PKG_VERSION")).as_str()

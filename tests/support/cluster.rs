@@ -22,6 +22,17 @@ pub struct TestCluster {
     pub ctx: Context,
 }
 
+/// A Module that maps every kernel to `image` (a template), loading `module` (dirName default).
+pub fn loading(image: &str, module: &str) -> Value {
+    json!({
+        "selector": {"node-role.kubernetes.io/worker": ""},
+        "moduleLoader": {"container": {
+            "modprobe": {"moduleName": module},
+            "kernelMappings": [{"regexp": "^.+$", "containerImage": image}]
+        }}
+    })
+}
+
 /// A Module mapping every kernel to `image` (templated), optionally with a build section.
 pub fn module_spec(image: &str, build: bool) -> Value {
     let mut container = json!({
