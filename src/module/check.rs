@@ -612,7 +612,7 @@ impl Checker {
         let cache_key = |digest: &str| format!("{digest} {kernel} {}", target.goarch);
         let from_cache = |key: &str| {
             let cached = self.cache.get::<CachedKernel>(KERNEL_NAMESPACE, key)?;
-            let exports = KernelFacts::from_compact(&cached.symvers)?;
+            let exports = deep::Symbols::from_compact(cached.symvers)?;
             Some(Arc::new(KernelFacts {
                 release: kernel.clone(),
                 vermagic: Some(cached.vermagic),
@@ -698,7 +698,7 @@ impl Checker {
         let cached = CachedKernel {
             vermagic,
             vermagic_from: format!("/{module_path}"),
-            symvers: facts.compact(),
+            symvers: facts.exports.compact().to_string(),
         };
         let mut keys = vec![key];
         if let Some(digest) = &reference.digest

@@ -27,13 +27,91 @@ pub struct KernelFacts {
     /// Where the vermagic was read.
     pub vermagic_from: Option<String>,
     /// `Module.symvers`: symbol → CRC.
-    pub exports: HashMap<String, u32>,
+    pub exports: Symbols,
+}
+
+/// A kernel's exports in the compact form the cache keeps: sorted `symbol crc` lines, looked up
+/// by binary search over an index of line starts (20,000 symbols: one string, no map to build).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbols {
+    text: String,
+    starts: Vec<u32>,
+}
+
+impl Symbols {
+    /// From `(symbol, crc)` pairs in any order.
+    pub fn new(mut pairs: Vec<(String, u32)>) -> Symbols {
+        pairs.sort();
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        let mut text = String::with_capacity(pairs.len() * 32);
+        for (symbol, crc) in &pairs {
+            text.push_str(symbol);
+            text.push_str(&format!(" {crc:08x}\n"));
+        }
+        Symbols::from_compact(text).unwrap_or(Symbols {
+            text: String::new(),
+            starts: Vec::new(),
+        })
+    }
+
+    /// The cached text back; None when it is not sorted `symbol crc` lines.
+    pub fn from_compact(text: String) -> Option<Symbols> {
+        let mut starts = Vec::with_capacity(text.len() / 24);
+        let mut at = 0usize;
+        let mut previous: Option<&str> = None;
+        for line in text.split_terminator('\n') {
+            let (symbol, crc) = line.split_once(' ')?;
+            if crc.len() != 8 || previous.is_some_and(|p| p >= symbol) {
+                return None;
+            }
+            previous = Some(symbol);
+            starts.push(u32::try_from(at).ok()?);
+            at += line.len() + 1;
+        }
+        Some(Symbols { text, starts })
+    }
+
+    pub fn compact(&self) -> &str {
+        &self.text
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    fn line(&self, i: usize) -> (&str, &str) {
+        let start = self.starts[i] as usize;
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.text.len(), |e| *e as usize);
+        let line = self.text[start..end].trim_end_matches('\n');
+        line.split_once(' ').unwrap_or((line, ""))
+    }
+
+    pub fn get(&self, symbol: &str) -> Option<u32> {
+        let (mut low, mut high) = (0usize, self.starts.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            let (name, crc) = self.line(mid);
+            match name.cmp(symbol) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return u32::from_str_radix(crc, 16).ok(),
+            }
+        }
+        None
+    }
 }
 
 impl KernelFacts {
     /// Module.symvers lines: `0xCRC<TAB>symbol<TAB>module<TAB>EXPORT_…[<TAB>namespace]`.
-    pub fn parse_symvers(text: &str) -> Result<HashMap<String, u32>, String> {
-        let mut exports = HashMap::new();
+    pub fn parse_symvers(text: &str) -> Result<Symbols, String> {
+        let mut pairs = Vec::new();
         for (number, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -46,34 +124,15 @@ impl KernelFacts {
                 .strip_prefix("0x")
                 .and_then(|h| u32::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("line {}: {crc:?} is not a CRC", number + 1))?;
-            exports.insert(symbol.to_string(), crc);
+            if symbol.is_empty() || symbol.contains(' ') {
+                return Err(format!("line {}: {symbol:?} is not a symbol", number + 1));
+            }
+            pairs.push((symbol.to_string(), crc));
         }
-        if exports.is_empty() {
+        if pairs.is_empty() {
             return Err("it lists no symbol".into());
         }
-        Ok(exports)
-    }
-
-    /// The compact form kept in the cache: `symbol crc` lines, sorted.
-    pub fn compact(&self) -> String {
-        let mut lines: Vec<(&String, &u32)> = self.exports.iter().collect();
-        lines.sort();
-        let mut out = String::with_capacity(lines.len() * 32);
-        for (symbol, crc) in lines {
-            out.push_str(symbol);
-            out.push(' ');
-            out.push_str(&format!("{crc:08x}\n"));
-        }
-        out
-    }
-
-    pub fn from_compact(text: &str) -> Option<HashMap<String, u32>> {
-        let mut exports = HashMap::with_capacity(text.len() / 24);
-        for line in text.lines() {
-            let (symbol, crc) = line.split_once(' ')?;
-            exports.insert(symbol.to_string(), u32::from_str_radix(crc, 16).ok()?);
-        }
-        Some(exports)
+        Ok(Symbols::new(pairs))
     }
 
     fn modversions(&self) -> bool {
@@ -292,7 +351,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
         if kernel.modversions()
             && let Some(crc) = kernel.exports.get("module_layout")
         {
-            check(&mut deep, "module_layout", Some(*crc), &kernel_name);
+            check(&mut deep, "module_layout", Some(crc), &kernel_name);
         }
         for symbol in &ko.undefined {
             if ignored(symbol) {
@@ -302,7 +361,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                 check(
                     &mut deep,
                     symbol,
-                    kernel.modversions().then_some(*crc),
+                    kernel.modversions().then_some(crc),
                     &kernel_name,
                 );
             } else if let Some((provider, crc)) = siblings.get(symbol.as_str()) {
@@ -353,7 +412,7 @@ mod tests {
             release: K.into(),
             vermagic: Some(format!("{K} SMP preempt mod_unload modversions ")),
             vermagic_from: None,
-            exports: HashMap::from([
+            exports: Symbols::new(vec![
                 ("pci_enable_device".to_string(), 0x5e6f7a8b),
                 ("module_layout".to_string(), 0x11111111),
                 ("printk".to_string(), 0x22222222),
@@ -486,15 +545,19 @@ mod tests {
         let text = "0x5e6f7a8b\tpci_enable_device\tvmlinux\tEXPORT_SYMBOL\t\n\
                     0x00000001\tmlx_fn\tdrivers/net/mlx\tEXPORT_SYMBOL_GPL\tMLX\n";
         let exports = KernelFacts::parse_symvers(text).unwrap();
-        assert_eq!(exports["pci_enable_device"], 0x5e6f7a8b);
-        let facts = KernelFacts {
-            exports,
-            ..kernel()
-        };
-        assert_eq!(
-            KernelFacts::from_compact(&facts.compact()).unwrap(),
-            facts.exports
-        );
+        assert_eq!(exports.get("pci_enable_device"), Some(0x5e6f7a8b));
+        assert_eq!(exports.get("mlx_fn"), Some(1));
+        assert_eq!(exports.get("absent"), None);
+        assert_eq!(exports.get(""), None);
+        let again = Symbols::from_compact(exports.compact().to_string()).unwrap();
+        assert_eq!(again, exports);
+        assert_eq!(again.len(), 2);
+        // Every one of many symbols is found, and nothing else.
+        let many = Symbols::new((0..5000).map(|i| (format!("s{i}"), i)).collect());
+        assert!((0..5000).all(|i| many.get(&format!("s{i}")) == Some(i)));
+        assert_eq!(many.get("s5000"), None);
+        assert!(Symbols::from_compact("b 00000001\na 00000002\n".into()).is_none());
+        assert!(Symbols::from_compact("garbage\n".into()).is_none());
         assert!(KernelFacts::parse_symvers("garbage\n").is_err());
         assert!(KernelFacts::parse_symvers("").is_err());
     }
