@@ -27,7 +27,7 @@ use crate::registry::manifest::{self, Manifest};
 use crate::registry::reference::ImageRef;
 use crate::release::DtkStream;
 
-const CACHE_NAMESPACE: &str = "kmod-v2";
+const CACHE_NAMESPACE: &str = "kmod-v1";
 /// `--deep`: the parsed modules of an image, and a driver-toolkit kernel's exports and vermagic.
 const DEEP_NAMESPACE: &str = "kmod-deep-v1";
 const KERNEL_NAMESPACE: &str = "dtk-kernel-v1";
