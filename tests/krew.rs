@@ -419,6 +419,53 @@ fn krew_package_cross_builds_windows_and_macos() {
     }
 }
 
+/// An ad-hoc code signature as macOS checks it at exec: a SuperBlob whose CodeDirectory holds the
+/// SHA-256 of every page of the file up to `codeLimit`. Any change to the file after the linker
+/// signed it (a strip, say) breaks a page hash, and Apple silicon refuses to run it.
+fn verify_code_signature(blob: &[u8], file: &[u8], arch: &str) {
+    let be32 = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(
+        be32(blob, 0),
+        0xfade_0cc0,
+        "darwin/{arch}: an embedded signature SuperBlob"
+    );
+    let count = be32(blob, 8);
+    let directory = (0..count)
+        .map(|i| be32(blob, 12 + i * 8 + 4))
+        .find(|&offset| be32(blob, offset) == 0xfade_0c02)
+        .unwrap_or_else(|| panic!("darwin/{arch}: no CodeDirectory"));
+    let cd = &blob[directory..];
+    let hash_offset = be32(cd, 16);
+    let code_slots = be32(cd, 28);
+    let code_limit = be32(cd, 32);
+    let (hash_size, hash_type, page_shift) = (cd[36] as usize, cd[37], cd[39]);
+    assert_eq!(
+        (hash_size, hash_type),
+        (32, 2),
+        "darwin/{arch}: SHA-256 page hashes"
+    );
+    let page = 1usize << page_shift;
+    assert!(
+        code_slots > 0,
+        "darwin/{arch}: the signature covers the file"
+    );
+    assert_eq!(
+        code_slots,
+        code_limit.div_ceil(page),
+        "darwin/{arch}: one slot per page"
+    );
+    for slot in 0..code_slots {
+        let start = slot * page;
+        let end = (start + page).min(code_limit);
+        let expected = &cd[hash_offset + slot * hash_size..hash_offset + (slot + 1) * hash_size];
+        assert_eq!(
+            &Sha256::digest(&file[start..end])[..],
+            expected,
+            "darwin/{arch}: page {slot} of the file does not match its signature"
+        );
+    }
+}
+
 /// The libraries a macOS binary may load: all of them part of every macOS installation.
 const MACOS_BASE: [&str; 4] = [
     "/usr/lib/libSystem.B.dylib",
@@ -471,9 +518,15 @@ fn the_macos_binaries_load_only_the_base_system() {
                     let name = command.string(endian, linker.name).unwrap();
                     dyld = Some(String::from_utf8_lossy(name).into_owned());
                 }
-                LoadCommandVariant::LinkeditData(_)
+                LoadCommandVariant::LinkeditData(signature)
                     if command.cmd() == macho::LC_CODE_SIGNATURE =>
                 {
+                    let offset = signature.dataoff.get(endian) as usize;
+                    let size = signature.datasize.get(endian) as usize;
+                    let blob = data
+                        .get(offset..offset + size)
+                        .expect("the code signature lies inside the file");
+                    verify_code_signature(blob, &data, arch);
                     signed = true;
                 }
                 _ => assert_ne!(command.cmd(), macho::LC_RPATH, "no @rpath search"),
@@ -486,7 +539,8 @@ fn the_macos_binaries_load_only_the_base_system() {
             "darwin/{arch}: LC_BUILD_VERSION minos 11.0"
         );
         assert_eq!(dyld.as_deref(), Some("/usr/lib/dyld"));
-        // Apple silicon runs no unsigned code: the linker's ad-hoc signature must be there.
+        // Apple silicon runs no unsigned code: the linker's ad-hoc signature must be there, and
+        // match every page of the file (verified above for each signed binary).
         if arch == "arm64" {
             assert!(signed, "darwin/arm64 carries a code signature");
         }
