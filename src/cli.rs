@@ -314,9 +314,14 @@ pub struct CheckArgs {
 
     /// Also make the kernel's own load decision for every module file of a Ready Module:
     /// vermagic and every imported symbol's CRC against the driver-toolkit's Module.symvers
-    /// (needs --release; reads the DTK layer holding Module.symvers once, then the cache)
-    #[arg(long, conflicts_with = "kernel")]
+    /// (the release's DTK, or --dtk-image with --kernel; its layer holding Module.symvers is
+    /// read once, then the cache answers)
+    #[arg(long)]
     pub deep: bool,
+
+    /// With --kernel and --deep: the driver-toolkit image that carries those kernels' devel files
+    #[arg(long, value_name = "IMAGE", requires = "kernel")]
+    pub dtk_image: Option<String>,
 
     /// A kernel to check against, as `uname -r` prints it (repeatable; instead of --release)
     #[arg(long, value_name = "KVER")]

@@ -401,6 +401,40 @@ async fn deep_makes_the_kernels_load_decision() {
         row(&rt_json, "rt-only")["reason"]
     );
 
+    // --kernel: the driver-toolkit given by --dtk-image, else no decision (Unknown, saying why).
+    let dtk = c.release.dtk.reference.clone();
+    let by_kernel = c
+        .plugin(&[
+            "check",
+            "--kernel",
+            &k,
+            "--dtk-image",
+            &dtk,
+            "--deep",
+            "-o",
+            "json",
+            "-A",
+        ])
+        .await
+        .expect_code(1);
+    let by_kernel = by_kernel.json();
+    assert_eq!(row(&by_kernel, "good")["verdict"], "Loads");
+    assert_eq!(row(&by_kernel, "crc")["verdict"], "Failed");
+    let no_dtk = c
+        .plugin(&["check", "--kernel", &k, "--deep", "-o", "json", "-A"])
+        .await
+        .expect_code(1);
+    let no_dtk = no_dtk.json();
+    assert_eq!(row(&no_dtk, "good")["verdict"], "Unknown");
+    assert!(
+        row(&no_dtk, "good")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--dtk-image"),
+        "{}",
+        row(&no_dtk, "good")["reason"]
+    );
+
     // What a person sees (README shows this run).
     let table = c
         .ctx

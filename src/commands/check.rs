@@ -280,7 +280,7 @@ fn kernel_targets(args: &CheckArgs, nodes: Option<&[NodeInfo]>, term: &Term) -> 
         targets.push(Target {
             kernel,
             goarch: arch.goarch().to_string(),
-            dtk: None,
+            dtk: args.dtk_image.clone(),
         });
     }
     targets

@@ -593,7 +593,8 @@ impl Checker {
     async fn kernel_facts(&self, target: &Target) -> Result<Arc<KernelFacts>, String> {
         let Some(dtk) = target.dtk.clone() else {
             return Err(format!(
-                "no driver-toolkit of the release carries kernel {} (--deep needs --release)",
+                "no driver-toolkit for kernel {}: --deep reads the release's (--release), or the \
+                 one --dtk-image names with --kernel",
                 target.kernel
             ));
         };
