@@ -218,6 +218,26 @@ async fn deep_world() -> TestCluster {
         let spec = add(&c, name, module, &k, tree).await;
         c.api.add_module("nic", name, spec);
     }
+    // modulesLoadingOrder: every module it names is loaded, and checked (here the second one).
+    let mut ordered = add(
+        &c,
+        "ordered",
+        "mlx5_core",
+        &k,
+        tree_of(
+            &k,
+            &[
+                mlx5().versions(&GOOD),
+                Ko::new("mlx5_ib")
+                    .imports(&["pci_enable_device"])
+                    .versions(&[("pci_enable_device", 0x0bad0bad)]),
+            ],
+        ),
+    )
+    .await;
+    ordered["moduleLoader"]["container"]["modprobe"]["modulesLoadingOrder"] =
+        json!(["mlx5_core", "mlx5_ib"]);
+    c.api.add_module("nic", "ordered", ordered);
     // A Module with a sign section whose image holds an unsigned module.
     let mut sign = add(
         &c,
@@ -356,6 +376,12 @@ async fn deep_makes_the_kernels_load_decision() {
             .contains("mlx5_core.ko carries no signature although the Module has a sign section"),
         "{}",
         reason("unsigned")
+    );
+    assert_eq!(verdict("ordered"), "Failed");
+    assert!(
+        reason("ordered").starts_with("mlx5_ib.ko: symbol `pci_enable_device` CRC 0x0bad0bad"),
+        "{}",
+        reason("ordered")
     );
     assert_eq!(json["summary"]["loads"], 4);
 
