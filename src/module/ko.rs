@@ -255,7 +255,7 @@ fn split_signature(bytes: &[u8]) -> Result<(&[u8], Option<Signature>), String> {
     let signer_len = header[3] as usize;
     let key_id_len = header[4] as usize;
     let sig_len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    let total = sig_len + signer_len + key_id_len;
+    let total = sig_len.saturating_add(signer_len + key_id_len);
     let Some(start) = header_at.checked_sub(total) else {
         return Err(format!(
             "the appended signature claims {total} bytes, more than the file has"
