@@ -453,7 +453,6 @@ pub fn find_first(
         if found.iter().all(Option::is_some) {
             break;
         }
-        let mut seen: HashSet<String> = HashSet::new();
         let mut layer_hidden = HashSet::new();
         let mut layer_opaque = HashSet::new();
         let mut archive = tar::Archive::new(decompress(source.open(layer)?)?);
@@ -472,9 +471,15 @@ pub fn find_first(
             if is_hidden(&name, &hidden, &opaque) {
                 continue;
             }
-            seen.insert(name.clone());
             let kind = entry.header().entry_type();
             if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+                // A wanted path this layer shows as something else keeps lower copies hidden.
+                if wants
+                    .iter()
+                    .any(|w| matches!(w, Want::Path(wanted) if *wanted == name))
+                {
+                    layer_hidden.insert(name);
+                }
                 continue;
             }
             let Some(index) = wants
@@ -499,13 +504,7 @@ pub fn find_first(
                 return Ok(found);
             }
         }
-        // A path this layer shows (even as a directory) keeps lower copies of it hidden.
         hidden.extend(layer_hidden);
-        hidden.extend(seen.into_iter().filter(|p| {
-            wants
-                .iter()
-                .any(|w| matches!(w, Want::Path(wanted) if wanted == p))
-        }));
         opaque.extend(layer_opaque);
     }
     Ok(found)
@@ -672,6 +671,56 @@ mod tests {
         assert_eq!(find(vec![zst]).as_deref(), Some(&b"zst"[..]));
         assert_eq!(find(vec![tar_of(&[E::File("etc/other", b"")])]), None);
         assert_eq!(find(vec![Vec::new()]), None);
+    }
+
+    #[test]
+    fn find_first_stops_early_and_respects_what_upper_layers_hide() {
+        let symvers = "usr/src/kernels/k/Module.symvers";
+        let wants = [
+            Want::Path(symvers.into()),
+            Want::FirstUnder {
+                dir: "usr/lib/modules/k/kernel".into(),
+                contains: ".ko".into(),
+            },
+        ];
+        let value = |found: &[Option<FoundFile>], i: usize| {
+            found[i]
+                .as_ref()
+                .map(|(p, c)| (p.clone(), String::from_utf8_lossy(c).into_owned()))
+        };
+        let lower = tar_of(&[
+            E::File(symvers, b"old"),
+            E::File("usr/lib/modules/k/kernel/a.ko.xz", b"a"),
+        ]);
+        // Both in the top layer: the lower one is never opened.
+        let top = tar_of(&[
+            E::File("usr/lib/modules/k/kernel/drivers/b.ko", b"b"),
+            E::File(symvers, b"new"),
+        ]);
+        let source = Mem::new(vec![lower.clone(), top]);
+        let found = find_first(&source, &wants, 1024).unwrap();
+        assert_eq!(value(&found, 0), Some((symvers.into(), "new".into())));
+        assert_eq!(
+            value(&found, 1),
+            Some(("usr/lib/modules/k/kernel/drivers/b.ko".into(), "b".into()))
+        );
+        assert_eq!(*source.opened.borrow(), [0]);
+
+        // A whiteout hides the lower file; an opaque directory hides the lower modules; a
+        // directory at the wanted path hides the lower file too.
+        let whiteout = tar_of(&[
+            E::File("usr/src/kernels/k/.wh.Module.symvers", b""),
+            E::File("usr/lib/modules/k/kernel/.wh..wh..opq", b""),
+        ]);
+        let found = find_first(&Mem::new(vec![lower.clone(), whiteout]), &wants, 1024).unwrap();
+        assert_eq!((value(&found, 0), value(&found, 1)), (None, None));
+        let directory = tar_of(&[E::Dir(symvers)]);
+        let found = find_first(&Mem::new(vec![lower, directory]), &wants, 1024).unwrap();
+        assert_eq!(value(&found, 0), None);
+        assert_eq!(
+            value(&found, 1),
+            Some(("usr/lib/modules/k/kernel/a.ko.xz".into(), "a".into()))
+        );
     }
 
     #[test]
