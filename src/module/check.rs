@@ -298,7 +298,6 @@ struct Cached {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CachedKernel {
     vermagic: String,
-    vermagic_from: String,
     symvers: String,
 }
 
@@ -616,8 +615,7 @@ impl Checker {
             let exports = deep::Symbols::from_compact(cached.symvers)?;
             Some(Arc::new(KernelFacts {
                 release: kernel.clone(),
-                vermagic: Some(cached.vermagic),
-                vermagic_from: Some(cached.vermagic_from),
+                vermagic: cached.vermagic,
                 exports,
             }))
         };
@@ -692,13 +690,11 @@ impl Checker {
             .ok_or_else(|| format!("/{module_path} in {dtk} has no vermagic"))?;
         let facts = KernelFacts {
             release: kernel.clone(),
-            vermagic: Some(vermagic.clone()),
-            vermagic_from: Some(format!("/{module_path}")),
+            vermagic: vermagic.clone(),
             exports,
         };
         let cached = CachedKernel {
             vermagic,
-            vermagic_from: format!("/{module_path}"),
             symvers: facts.exports.compact().to_string(),
         };
         let mut keys = vec![key];

@@ -22,10 +22,9 @@ use super::ko::Ko;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelFacts {
     pub release: String,
-    /// The kernel's vermagic, read from one of its own modules (None: no in-tree module found).
-    pub vermagic: Option<String>,
-    /// Where the vermagic was read.
-    pub vermagic_from: Option<String>,
+    /// The kernel's vermagic, read from one of its own modules (without it there is no
+    /// decision to make: the caller reports the row Unknown).
+    pub vermagic: String,
     /// `Module.symvers`: symbol → CRC.
     pub exports: Symbols,
 }
@@ -136,9 +135,7 @@ impl KernelFacts {
     }
 
     fn modversions(&self) -> bool {
-        self.vermagic
-            .as_deref()
-            .is_some_and(|v| v.split_whitespace().any(|w| w == "modversions"))
+        self.vermagic.split_whitespace().any(|w| w == "modversions")
     }
 }
 
@@ -187,7 +184,7 @@ pub struct Deep {
     pub signed: bool,
     /// The signer of the Module's own module.
     pub signer: Option<String>,
-    pub kernel_vermagic: Option<String>,
+    pub kernel_vermagic: String,
     pub files: Vec<DeepFile>,
 }
 
@@ -275,13 +272,14 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
         let has_crcs = ko.versions.is_some();
         let mut checked = 0;
 
-        match (&ko.vermagic, &kernel.vermagic) {
-            (None, _) => refuse(
+        let target = &kernel.vermagic;
+        match &ko.vermagic {
+            None => refuse(
                 &mut deep,
                 "noVermagic",
                 format!("{name}: no vermagic in .modinfo: the kernel refuses it (no forced loads)"),
             ),
-            (Some(module), Some(target)) if !same_magic(module, target, has_crcs) => {
+            Some(module) if !same_magic(module, target, has_crcs) => {
                 let release = module.split(' ').next().unwrap_or_default();
                 let reason = if !has_crcs && release != kernel.release {
                     format!(
@@ -410,8 +408,7 @@ mod tests {
     fn kernel() -> KernelFacts {
         KernelFacts {
             release: K.into(),
-            vermagic: Some(format!("{K} SMP preempt mod_unload modversions ")),
-            vermagic_from: None,
+            vermagic: format!("{K} SMP preempt mod_unload modversions "),
             exports: Symbols::new(vec![
                 ("pci_enable_device".to_string(), 0x5e6f7a8b),
                 ("module_layout".to_string(), 0x11111111),
@@ -501,14 +498,14 @@ mod tests {
 
     #[test]
     fn siblings_and_signatures() {
-        let mut provider = ko(&kernel().vermagic.unwrap(), Some(&[]), &[]);
+        let mut provider = ko(&kernel().vermagic, Some(&[]), &[]);
         provider.exports = vec![("shared_fn".into(), Some(0xabcdef01))];
         provider.signature = Some(Signature {
             signer: Some("Vendor key".into()),
             kind: "PKCS#7".into(),
         });
         let user = ko(
-            &kernel().vermagic.unwrap(),
+            &kernel().vermagic,
             Some(&[("shared_fn", 0xabcdef02)]),
             &["shared_fn"],
         );
