@@ -15,8 +15,8 @@ use std::process::Command;
 
 use support::bench::env_or;
 use support::fixtures::{DevelKernel, devel_dtk_image, kernel_for, push_release_with_dtk};
-use support::images::{self, Compression, Flavor, Image, Pusher};
-use support::kmod::{Ko, Tree, base_layer};
+use support::images::{Compression, Pusher};
+use support::kmod::{Ko, Tree};
 use support::measure::{self, Measured, measure, mib};
 use support::registry::TestRegistry;
 
@@ -90,16 +90,8 @@ async fn run(filler_mib: u64, symbols: usize) {
                 .versions(&versions),
         )
         .depmod("/opt", &kernel);
-        let image = Image {
-            flavor: Flavor::Docker,
-            goarch: "amd64",
-            layers: vec![
-                images::layer(base_layer(), Compression::Gzip, Flavor::Docker),
-                images::layer(tree.layer(), Compression::Gzip, Flavor::Docker),
-            ],
-        };
         pusher
-            .push_image(&format!("bench/vendor{m}"), Some(&kernel), &image)
+            .push_image(&format!("bench/vendor{m}"), Some(&kernel), &tree.image())
             .await;
         documents.push(format!(
             "apiVersion: kmm.sigs.x-k8s.io/v1beta1\nkind: Module\nmetadata:\n  name: vendor{m}\n  namespace: bench\nspec:\n  selector:\n    node-role.kubernetes.io/worker: \"\"\n  moduleLoader:\n    container:\n      modprobe:\n        moduleName: vendor{m}\n      kernelMappings:\n      - regexp: '^.+$'\n        containerImage: {}/bench/vendor{m}:${{KERNEL_FULL_VERSION}}\n",

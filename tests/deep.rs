@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use support::apiserver::Kmm;
 use support::cluster::{TestCluster, VERSION, loading, resolved};
 use support::fixtures::{DevelKernel, devel_dtk_image, kernel_for};
-use support::images::{self, Compression as Layer, Flavor, Image, Pusher};
-use support::kmod::{Compression, Ko, Tree, base_layer};
+use support::images::{Compression as Layer, Pusher};
+use support::kmod::{Compression, Ko, Tree};
 
 const OLD: &str = "5.14.0-427.50.1.el9_4.x86_64";
 
@@ -74,16 +74,8 @@ async fn add(c: &TestCluster, repo: &str, module: &str, kernel: &str, tree: Tree
     let template = format!("{}/vendor/{repo}:${{KERNEL_FULL_VERSION}}", c.registry.addr);
     let tag = resolved(&template, kernel);
     let tag = tag.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
-    let image = Image {
-        flavor: Flavor::Docker,
-        goarch: "amd64",
-        layers: vec![
-            images::layer(base_layer(), Layer::Gzip, Flavor::Docker),
-            images::layer(tree.layer(), Layer::Gzip, Flavor::Docker),
-        ],
-    };
     Pusher::new(&c.registry)
-        .push_image(&format!("vendor/{repo}"), Some(tag), &image)
+        .push_image(&format!("vendor/{repo}"), Some(tag), &tree.image())
         .await;
     if let Some(op) = &c.operator {
         let image = resolved(&template, kernel);

@@ -487,16 +487,23 @@ pub fn base_layer() -> Vec<u8> {
 
 /// An amd64 kmod image: the base layer, then `module` for `kernel` under `/opt`, indexed by depmod.
 pub fn simple_image(module: &str, kernel: &str) -> super::images::Image {
-    use super::images::{self, Flavor};
     let mut tree = Tree::new();
     tree.module("/opt", kernel, &Ko::new(module))
         .depmod("/opt", kernel);
-    images::Image {
-        flavor: Flavor::Docker,
-        goarch: "amd64",
-        layers: [base_layer(), tree.layer()]
-            .into_iter()
-            .map(|t| images::layer(t, images::Compression::Gzip, Flavor::Docker))
-            .collect(),
+    tree.image()
+}
+
+impl Tree {
+    /// An amd64 kmod image: the base layer, then this tree (gzip layers).
+    pub fn image(&self) -> super::images::Image {
+        use super::images::{self, Flavor};
+        images::Image {
+            flavor: Flavor::Docker,
+            goarch: "amd64",
+            layers: [base_layer(), self.layer()]
+                .into_iter()
+                .map(|t| images::layer(t, images::Compression::Gzip, Flavor::Docker))
+                .collect(),
+        }
     }
 }
