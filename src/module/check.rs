@@ -1163,9 +1163,10 @@ impl Checker {
             Ok(found) => found,
             Err(state) => return state,
         };
-        let finding = layout::evaluate(&looking, &tree, &mut Indexes::default(), &shown);
+        let mut indexes = Indexes::default();
+        let finding = layout::evaluate(&looking, &tree, &mut indexes, &shown);
         let kos = if self.deep && matches!(finding, Finding::Ready(_)) {
-            let paths = layout::load_files(&looking, &tree);
+            let paths = layout::load_files(&looking, &tree, &mut indexes);
             let kos = self
                 .read_modules(&registry, &pinned, &platform, &paths)
                 .await;

@@ -437,10 +437,10 @@ pub fn evaluate(wanted: &Wanted, tree: &Tree, indexes: &mut Indexes, image: &str
 }
 
 /// The image paths of every file modprobe inserts for `wanted` (after `evaluate` found it
-/// Ready): each name's module, then its dependencies, links inside the copy followed, each once.
-pub fn load_files(wanted: &Wanted, tree: &Tree) -> Vec<String> {
+/// Ready, with the indexes it parsed): each name's module, then its dependencies, links inside
+/// the copy followed, each once.
+pub fn load_files(wanted: &Wanted, tree: &Tree, indexes: &mut Indexes) -> Vec<String> {
     let kernel_dir = wanted.kernel_dir();
-    let mut indexes = Indexes::default();
     indexes.load(tree, &kernel_dir);
     let mut files: Vec<String> = Vec::new();
     for name in &wanted.modules {
