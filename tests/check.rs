@@ -933,8 +933,7 @@ async fn each_image_is_read_once_and_digests_are_cached() {
     let manifest_gets = w
         .registry
         .log
-        .lock()
-        .unwrap()
+        .lines()
         .iter()
         .filter(|l| {
             l.contains("http.request.method=GET") && l.contains("/vendor/shared/manifests/v1")

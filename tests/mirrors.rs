@@ -160,8 +160,7 @@ impl World {
         let needle = format!("/v2/{repository}/manifests/");
         self.mirror
             .log
-            .lock()
-            .unwrap()
+            .lines()
             .iter()
             .filter(|l| l.contains(&needle))
             .count()
@@ -345,8 +344,7 @@ async fn never_contact_source_is_respected() {
     let count = || {
         source
             .log
-            .lock()
-            .unwrap()
+            .lines()
             .iter()
             .filter(|l| l.contains("/v2/openshift-release-dev/ocp-release/manifests/"))
             .count()

@@ -7,7 +7,9 @@ use oci_client::secrets::RegistryAuth;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::registry::TestRegistry;
+use std::sync::Arc;
+
+use super::registry::{RegistryLog, TestRegistry, answered};
 
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -211,6 +213,9 @@ pub struct Pusher {
     client: oci_client::Client,
     registry: String,
     auth: RegistryAuth,
+    /// The registry's log: a push returns once the registry has logged its manifest, so a test
+    /// that counts the requests after it counts only its own.
+    log: Arc<RegistryLog>,
 }
 
 impl Pusher {
@@ -240,6 +245,7 @@ impl Pusher {
             client: oci_client::Client::try_from(config).unwrap(),
             registry: addr.to_string(),
             auth,
+            log: registry.log.clone(),
         }
     }
 
@@ -285,6 +291,7 @@ impl Pusher {
         };
         self.prepare(&reference).await;
         let size = body.len() as u64;
+        let logged = self.log.lines().len();
         self.client
             .push_manifest_raw(
                 &reference,
@@ -293,6 +300,18 @@ impl Pusher {
             )
             .await
             .unwrap();
+        let put = format!(
+            "PUT /v2/{repo}/manifests/{}",
+            tag.unwrap_or(digest.as_str())
+        );
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            log.wait_for(logged, |line| {
+                answered(line).as_deref() == Some(put.as_str())
+            })
+        })
+        .await
+        .unwrap();
         Pushed {
             reference: format!("{}/{repo}@{digest}", self.registry),
             digest,

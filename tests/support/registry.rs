@@ -4,8 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -45,13 +45,70 @@ pub fn generate_tls(dir: &Path) -> TlsFiles {
     files
 }
 
+/// The registry's log lines as the reader thread sees them on its stderr. A line reaches it a
+/// moment after the client has its response, so whoever must see a request's line waits for it.
+#[derive(Default)]
+pub struct RegistryLog {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl RegistryLog {
+    pub fn lines(&self) -> MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap()
+    }
+
+    fn push(&self, line: String) {
+        self.lines().push(line);
+        self.grew.notify_all();
+    }
+
+    /// Blocks until a line from index `from` on satisfies `logged`; panics after 30 s (a hung
+    /// registry), the only time bound.
+    pub fn wait_for(&self, from: usize, logged: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut lines = self.lines();
+        loop {
+            if lines.iter().skip(from).any(|l| logged(l)) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the registry never logged the awaited request"
+            );
+            lines = self.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+}
+
+/// `METHOD /path` of a request the log line says was answered, if it is such a line.
+pub fn answered(line: &str) -> Option<String> {
+    if !line.contains("msg=\"response completed\"") {
+        return None;
+    }
+    let field = |name: &str| {
+        let start = line.find(&format!(" {name}="))? + name.len() + 2;
+        let value = &line[start..];
+        Some(match value.strip_prefix('"') {
+            Some(quoted) => quoted[..quoted.find('"')?].to_string(),
+            None => value.split(' ').next()?.to_string(),
+        })
+    };
+    Some(format!(
+        "{} {}",
+        field("http.request.method")?,
+        field("http.request.uri")?
+    ))
+}
+
 pub struct TestRegistry {
     child: Child,
     /// `127.0.0.1:<port>`
     pub addr: String,
     pub tls: Option<TlsFiles>,
     pub credentials: Option<(String, String)>,
-    pub log: Arc<Mutex<Vec<String>>>,
+    pub log: Arc<RegistryLog>,
     _dir: tempfile::TempDir,
 }
 
@@ -139,7 +196,7 @@ impl TestRegistry {
                 .spawn()
                 .unwrap();
             let stderr = child.stderr.take().unwrap();
-            let log = Arc::new(Mutex::new(Vec::new()));
+            let log = Arc::new(RegistryLog::default());
             let (ready_tx, ready_rx) = mpsc::channel();
             {
                 let log = log.clone();
@@ -153,7 +210,7 @@ impl TestRegistry {
                         {
                             let _ = tx.send(true);
                         }
-                        log.lock().unwrap().push(line);
+                        log.push(line);
                     }
                     if let Some(tx) = ready_tx.take() {
                         let _ = tx.send(false);
@@ -198,34 +255,17 @@ impl TestRegistry {
 
     /// `METHOD /path` of every request the registry answered so far, in order.
     pub fn requests(&self) -> Vec<String> {
-        let field = |line: &str, name: &str| {
-            let start = line.find(&format!(" {name}="))? + name.len() + 2;
-            let value = &line[start..];
-            Some(match value.strip_prefix('"') {
-                Some(quoted) => quoted[..quoted.find('"')?].to_string(),
-                None => value.split(' ').next()?.to_string(),
-            })
-        };
         self.log
-            .lock()
-            .unwrap()
+            .lines()
             .iter()
-            .filter(|line| line.contains("msg=\"response completed\""))
-            .filter_map(|line| {
-                Some(format!(
-                    "{} {}",
-                    field(line, "http.request.method")?,
-                    field(line, "http.request.uri")?
-                ))
-            })
+            .filter_map(|l| answered(l))
             .collect()
     }
 
     /// Requests for blobs seen in the access log so far.
     pub fn blob_requests(&self) -> usize {
         self.log
-            .lock()
-            .unwrap()
+            .lines()
             .iter()
             .filter(|l| l.contains("http.request.method=GET") && l.contains("/blobs/sha256:"))
             .count()
