@@ -663,7 +663,7 @@ async fn platforms_of_manifest_lists_and_single_images() {
         .await;
     let amd = push(&pusher, "vendor/multi", "amd", vec![mlx5_tree(K).layer()]).await;
     let arm_in_multi = pusher.push_image("vendor/multi", None, &arm).await;
-    pusher
+    let multi = pusher
         .push_index(
             "vendor/multi",
             Some("v1"),
@@ -671,6 +671,20 @@ async fn platforms_of_manifest_lists_and_single_images() {
             &[(&arm_in_multi, "arm64"), (&amd, "amd64")],
         )
         .await;
+    // An index whose amd64 entry is itself an index: the node's runtime cannot use it.
+    pusher
+        .push_index(
+            "vendor/multi",
+            Some("nested"),
+            Flavor::Oci,
+            &[(&multi, "amd64")],
+        )
+        .await;
+    w.api.add_module(
+        "nic",
+        "nested",
+        module_spec(&w.image("vendor/multi", "nested"), "mlx5_core"),
+    );
     for repo in ["vendor/armonly", "vendor/armsingle", "vendor/multi"] {
         let name = repo.trim_start_matches("vendor/");
         w.api
@@ -687,6 +701,12 @@ async fn platforms_of_manifest_lists_and_single_images() {
     assert!(
         reason_of(&rows, "armsingle", K)
             .ends_with("is a linux/arm64 image; the nodes are linux/amd64"),
+        "{rows:#?}"
+    );
+    assert_eq!(row(&rows, "nested", K)["verdict"], "Failed");
+    assert!(
+        reason_of(&rows, "nested", K)
+            .ends_with("has an unsupported manifest: an index nested in an index"),
         "{rows:#?}"
     );
     // --arch arm64: the other way round.

@@ -23,7 +23,7 @@ use crate::registry::Registry;
 use crate::registry::auth::AuthEntries;
 use crate::registry::cache::Cache;
 use crate::registry::files;
-use crate::registry::manifest::{self, Manifest};
+use crate::registry::manifest;
 use crate::registry::reference::ImageRef;
 use crate::release::DtkStream;
 
@@ -635,12 +635,10 @@ impl Checker {
             return Ok(facts);
         }
         let pinned = location.pinned(&raw.digest);
-        let top = manifest::parse(&raw.body, None)
-            .map_err(|reason| format!("{dtk}: unsupported manifest: {reason}"))?;
         let (platform, _) = files::platform_manifest(
             &self.registry,
             &pinned,
-            top,
+            &raw.body,
             &target.goarch,
             "driver-toolkit image",
         )
@@ -1092,15 +1090,8 @@ impl Checker {
         }
         let pinned = location.pinned(&raw.digest);
         let shown = reference.pinned(&raw.digest).to_string();
-        let top = match manifest::parse(&raw.body, None) {
-            Ok(top) => top,
-            Err(reason) => {
-                return ImageState::Unusable(format!("{shown}: unsupported manifest: {reason}"));
-            }
-        };
-        let was_list = matches!(top, Manifest::Index(_));
-        let (platform, _) =
-            match files::platform_manifest(&registry, &pinned, top, goarch, ROLE).await {
+        let (platform, was_list) =
+            match files::platform_manifest(&registry, &pinned, &raw.body, goarch, ROLE).await {
                 Ok(found) => found,
                 Err(e @ Error::NoPlatform { .. }) => return ImageState::Unusable(e.to_string()),
                 Err(e @ Error::UnsupportedManifest { .. }) => {

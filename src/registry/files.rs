@@ -168,13 +168,14 @@ where
     .await
 }
 
-/// The image manifest of `image` for `goarch`: the manifest itself, or the entry of a list or
-/// index for `linux/<goarch>`. Returns it and whether a list was involved. `role` names the image
-/// in errors ("release image", "driver-toolkit image", "kmod image").
+/// The image manifest of `image` for `goarch`, from the manifest `body` fetched for it: the
+/// manifest itself, or the entry of a list or index for `linux/<goarch>`. Returns it and whether
+/// a list was involved. `role` names the image in errors ("release image", "driver-toolkit
+/// image", "kmod image").
 pub async fn platform_manifest(
     registry: &Registry,
     image: &ImageRef,
-    raw: Manifest,
+    body: &[u8],
     goarch: &str,
     role: &'static str,
 ) -> Result<(ImageManifest, bool)> {
@@ -183,7 +184,7 @@ pub async fn platform_manifest(
         image: image.to_string(),
         reason,
     };
-    match raw {
+    match manifest::parse(body, None).map_err(unsupported)? {
         Manifest::Image(m) => Ok((m, false)),
         Manifest::Index(entries) => {
             let entry =

@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::registry::cache::Cache;
 use crate::registry::files::{platform_manifest, read_files};
-use crate::registry::manifest;
 use crate::registry::reference::ImageRef;
 
 pub const DEFAULT_RELEASE_REPO: &str = "quay.io/openshift-release-dev/ocp-release";
@@ -249,14 +248,14 @@ async fn read_dtk(
         .manifest_located(dtk_image)
         .await
         .map_err(|e| e.with_role(DTK_ROLE))?;
-    let dtk_top =
-        manifest::parse(&dtk_fetched.body, None).map_err(|reason| Error::UnsupportedManifest {
-            role: DTK_ROLE,
-            image: dtk_image.to_string(),
-            reason,
-        })?;
-    let (dtk_manifest, dtk_is_list) =
-        platform_manifest(registry, &dtk_location, dtk_top, arch.goarch(), DTK_ROLE).await?;
+    let (dtk_manifest, dtk_is_list) = platform_manifest(
+        registry,
+        &dtk_location,
+        &dtk_fetched.body,
+        arch.goarch(),
+        DTK_ROLE,
+    )
+    .await?;
     let dtk_files = read_files(
         registry,
         &dtk_location,
@@ -320,14 +319,8 @@ pub async fn resolve(
             .map_err(|e| e.with_role(ROLE))?,
     };
     let location = location.pinned(&top_digest);
-    let top =
-        manifest::parse(&fetched.body, None).map_err(|reason| Error::UnsupportedManifest {
-            role: ROLE,
-            image: pinned.to_string(),
-            reason,
-        })?;
     let (release_manifest, release_is_list) =
-        platform_manifest(registry, &location, top, arch.goarch(), ROLE).await?;
+        platform_manifest(registry, &location, &fetched.body, arch.goarch(), ROLE).await?;
 
     let files = read_files(
         registry,
