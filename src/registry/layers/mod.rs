@@ -210,6 +210,14 @@ pub(crate) fn ancestors(path: &str) -> Vec<&str> {
     path.match_indices('/').map(|(i, _)| &path[..i]).collect()
 }
 
+/// `path` is strictly below `dir` ("" is the top of the image).
+fn is_under(path: &str, dir: &str) -> bool {
+    if dir.is_empty() {
+        return !path.is_empty();
+    }
+    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()..].starts_with('/')
+}
+
 /// What a layer holds at a wanted path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Hit {
@@ -408,6 +416,61 @@ pub fn find_files(
     Ok(answers)
 }
 
+/// What hides paths of the layers below the ones they came from.
+#[derive(Debug, Default)]
+struct Rules {
+    /// `.wh.<name>`: the path and everything under it.
+    removed: HashSet<String>,
+    /// `.wh..wh..opq` in a directory: everything under it.
+    opaque: HashSet<String>,
+    /// A file or symlink at the path: everything under it.
+    shadow: HashSet<String>,
+}
+
+impl Rules {
+    /// Records what the entry `name` hides when it is a whiteout, and only where `relevant` says
+    /// it can matter; false when `name` is not a whiteout (`.wh..wh.plnk` and the like are AUFS
+    /// metadata: whiteouts that hide nothing).
+    fn whiteout(&mut self, name: &str, relevant: impl Fn(&str) -> bool) -> bool {
+        let file_name = base(name);
+        let Some(removed) = file_name.strip_prefix(WHITEOUT_PREFIX) else {
+            return false;
+        };
+        if file_name == OPAQUE_MARKER {
+            let dir = parent(name);
+            if dir.is_empty() || relevant(dir) {
+                self.opaque.insert(dir.to_string());
+            }
+        } else if !removed.starts_with(WHITEOUT_PREFIX) {
+            let path = join(parent(name), removed);
+            if relevant(&path) {
+                self.removed.insert(path);
+            }
+        }
+        true
+    }
+
+    fn hides(&self, path: &str) -> bool {
+        if self.removed.contains(path) || self.opaque.contains("") {
+            return true;
+        }
+        ancestors(path)
+            .into_iter()
+            .any(|a| self.removed.contains(a) || self.opaque.contains(a) || self.shadow.contains(a))
+    }
+
+    /// Nothing below `dir` can show through.
+    fn hides_below(&self, dir: &str) -> bool {
+        self.hides(dir) || self.opaque.contains(dir) || self.shadow.contains(dir)
+    }
+
+    fn extend(&mut self, other: Rules) {
+        self.removed.extend(other.removed);
+        self.opaque.extend(other.opaque);
+        self.shadow.extend(other.shadow);
+    }
+}
+
 /// A file found: its path and content.
 pub type FoundFile = (String, Vec<u8>);
 
@@ -424,61 +487,58 @@ impl Want {
         match self {
             Want::Path(p) => p == path,
             Want::FirstUnder { dir, contains } => {
-                path.starts_with(dir.as_str())
-                    && path[dir.len()..].starts_with('/')
-                    && base(path).contains(contains.as_str())
+                is_under(path, dir) && base(path).contains(contains.as_str())
+            }
+        }
+    }
+
+    /// What an upper layer has at `path` can hide what this wants in lower ones.
+    fn concerns(&self, path: &str) -> bool {
+        match self {
+            Want::Path(p) => p == path || is_under(p, path),
+            Want::FirstUnder { dir, .. } => {
+                dir == path || is_under(dir, path) || is_under(path, dir)
             }
         }
     }
 }
 
 /// Regular files for `wants`, newest layer first, in one pass that stops once every want is
-/// answered: `(path, content)` per want, None when no visible file matches. Whiteouts and opaque
-/// directories of upper layers hide what lower ones have; links are not followed.
+/// answered: `(path, content)` per want, None when no visible file matches. What upper layers
+/// hide (whiteouts, opaque directories, a file or link where a lower layer has a directory, a
+/// directory or link at a wanted path) is hidden; links are not followed.
 pub fn find_first(
     source: &dyn LayerSource,
     wants: &[Want],
     limit: u64,
 ) -> Result<Vec<Option<FoundFile>>, FindError> {
     let mut found: Vec<Option<FoundFile>> = vec![None; wants.len()];
-    let mut hidden: HashSet<String> = HashSet::new();
-    let mut opaque: HashSet<String> = HashSet::new();
-    let is_hidden = |path: &str, hidden: &HashSet<String>, opaque: &HashSet<String>| {
-        hidden.contains(path)
-            || ancestors(path)
-                .into_iter()
-                .any(|a| hidden.contains(a) || opaque.contains(a))
-    };
+    let relevant = |path: &str| wants.iter().any(|w| w.concerns(path));
+    let mut rules = Rules::default();
     for layer in 0..source.layer_count() {
         if found.iter().all(Option::is_some) {
             break;
         }
-        let mut layer_hidden = HashSet::new();
-        let mut layer_opaque = HashSet::new();
+        let mut pending = Rules::default();
         let mut archive = tar::Archive::new(decompress(source.open(layer)?)?);
         for entry in archive.entries()? {
             let mut entry = entry?;
             let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
-            let file_name = base(&name);
-            if file_name == OPAQUE_MARKER {
-                layer_opaque.insert(parent(&name).to_string());
-                continue;
-            }
-            if let Some(removed) = file_name.strip_prefix(WHITEOUT_PREFIX) {
-                layer_hidden.insert(join(parent(&name), removed));
-                continue;
-            }
-            if is_hidden(&name, &hidden, &opaque) {
+            if pending.whiteout(&name, relevant) || rules.hides(&name) {
                 continue;
             }
             let kind = entry.header().entry_type();
-            if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+            let is_file = kind.is_file() || kind == tar::EntryType::Continuous;
+            if !kind.is_dir() && relevant(&name) {
+                pending.shadow.insert(name.clone());
+            }
+            if !is_file {
                 // A wanted path this layer shows as something else keeps lower copies hidden.
                 if wants
                     .iter()
                     .any(|w| matches!(w, Want::Path(wanted) if *wanted == name))
                 {
-                    layer_hidden.insert(name);
+                    pending.removed.insert(name);
                 }
                 continue;
             }
@@ -504,8 +564,7 @@ pub fn find_first(
                 return Ok(found);
             }
         }
-        hidden.extend(layer_hidden);
-        opaque.extend(layer_opaque);
+        rules.extend(pending);
     }
     Ok(found)
 }
@@ -715,12 +774,30 @@ mod tests {
         let found = find_first(&Mem::new(vec![lower.clone(), whiteout]), &wants, 1024).unwrap();
         assert_eq!((value(&found, 0), value(&found, 1)), (None, None));
         let directory = tar_of(&[E::Dir(symvers)]);
-        let found = find_first(&Mem::new(vec![lower, directory]), &wants, 1024).unwrap();
+        let found = find_first(&Mem::new(vec![lower.clone(), directory]), &wants, 1024).unwrap();
         assert_eq!(value(&found, 0), None);
         assert_eq!(
             value(&found, 1),
             Some(("usr/lib/modules/k/kernel/a.ko.xz".into(), "a".into()))
         );
+        // What stands where a lower layer has a directory hides all below it: a link at the
+        // kernel's source directory, a whiteout of `usr/src`, a file at `usr/lib/modules`, and
+        // an opaque marker at the top of the image.
+        for upper in [
+            tar_of(&[E::Sym("usr/src/kernels/k", "/elsewhere")]),
+            tar_of(&[E::File("usr/.wh.src", b"")]),
+        ] {
+            let found = find_first(&Mem::new(vec![lower.clone(), upper]), &wants, 1024).unwrap();
+            assert_eq!(value(&found, 0), None);
+            assert!(value(&found, 1).is_some());
+        }
+        let file = tar_of(&[E::File("usr/lib/modules", b"")]);
+        let found = find_first(&Mem::new(vec![lower.clone(), file]), &wants, 1024).unwrap();
+        assert_eq!(value(&found, 0), Some((symvers.into(), "old".into())));
+        assert_eq!(value(&found, 1), None);
+        let opaque = tar_of(&[E::File(".wh..wh..opq", b"")]);
+        let found = find_first(&Mem::new(vec![lower, opaque]), &wants, 1024).unwrap();
+        assert_eq!((value(&found, 0), value(&found, 1)), (None, None));
     }
 
     #[test]

@@ -7,12 +7,12 @@
 //! shows an entry, no lower layer can take it away, so "everything I need is there" is final the
 //! moment it becomes true, while "something is missing" needs every layer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use super::{
-    FindError, Hit, LayerSource, OPAQUE_MARKER, WHITEOUT_PREFIX, ancestors, base, decompress, join,
-    normalize, parent, scan_layer,
+    FindError, Hit, LayerSource, Rules, ancestors, base, decompress, is_under, normalize,
+    scan_layer,
 };
 
 /// One directory whose contents are listed.
@@ -132,47 +132,6 @@ impl Tree {
     }
 }
 
-/// What hides paths of the layers below the ones they came from.
-#[derive(Debug, Default)]
-struct Rules {
-    /// `.wh.<name>`: the path and everything under it.
-    removed: HashSet<String>,
-    /// `.wh..wh..opq` in a directory: everything under it.
-    opaque: HashSet<String>,
-    /// A file or symlink at the path: everything under it.
-    shadow: HashSet<String>,
-}
-
-impl Rules {
-    fn hides(&self, path: &str) -> bool {
-        if self.removed.contains(path) || self.opaque.contains("") {
-            return true;
-        }
-        ancestors(path)
-            .into_iter()
-            .any(|a| self.removed.contains(a) || self.opaque.contains(a) || self.shadow.contains(a))
-    }
-
-    /// Nothing below `dir` can show through.
-    fn hides_below(&self, dir: &str) -> bool {
-        self.hides(dir) || self.opaque.contains(dir) || self.shadow.contains(dir)
-    }
-
-    fn extend(&mut self, other: Rules) {
-        self.removed.extend(other.removed);
-        self.opaque.extend(other.opaque);
-        self.shadow.extend(other.shadow);
-    }
-}
-
-/// `path` is strictly below `dir` ("" is the top of the image).
-fn is_under(path: &str, dir: &str) -> bool {
-    if dir.is_empty() {
-        return !path.is_empty();
-    }
-    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()..].starts_with('/')
-}
-
 /// Where `path` stands relative to the subtrees.
 enum Place<'a> {
     /// Recorded as this path (itself, or its ancestor at a depth limit).
@@ -268,19 +227,7 @@ pub fn scan_tree(
             let mut entry = entry?;
             let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
             let file_name = base(&name);
-            if let Some(removed) = file_name.strip_prefix(WHITEOUT_PREFIX) {
-                if file_name == OPAQUE_MARKER {
-                    let dir = parent(&name);
-                    if dir.is_empty() || scan.relevant(dir) {
-                        pending.opaque.insert(dir.to_string());
-                    }
-                } else if !removed.starts_with(WHITEOUT_PREFIX) {
-                    // (`.wh..wh.plnk` and the like are AUFS metadata, not whiteouts.)
-                    let path = join(parent(&name), removed);
-                    if scan.relevant(&path) {
-                        pending.removed.insert(path);
-                    }
-                }
+            if pending.whiteout(&name, |path| scan.relevant(path)) {
                 continue;
             }
             if scan.rules.hides(&name) {
