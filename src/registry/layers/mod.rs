@@ -238,36 +238,25 @@ struct LayerScan {
     hidden: HashSet<String>,
 }
 
-/// Does an entry called `name` (of kind `is_dir`/`is_symlink`) hide `path` in lower layers?
-fn hides(name: &str, is_dir: bool, is_symlink: bool, path: &str) -> bool {
-    let file_name = base(name);
-    if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {
-        if file_name == OPAQUE_MARKER {
-            // Opaque directory: hides every lower child of parent(name).
-            let dir = parent(name);
-            return dir.is_empty() || path.starts_with(&format!("{dir}/"));
-        }
-        if hidden.starts_with(WHITEOUT_PREFIX) {
-            return false; // AUFS metadata such as .wh..wh.plnk, not a whiteout
-        }
-        let removed = join(parent(name), hidden);
-        return path == removed || path.starts_with(&format!("{removed}/"));
-    }
-    // A file (not a directory, not a symlink we would follow) replacing an ancestor directory.
-    !is_dir && !is_symlink && ancestors(path).contains(&name)
-}
-
 /// Scan one (decompressed) tar stream for `wanted` paths. Stops at the first moment every wanted
 /// path has a hit; a whiteout alone is not an answer, since a file of the same layer beats it.
 fn scan_layer(tar: impl Read, wanted: &[String], limit: u64) -> Result<LayerScan, FindError> {
     let mut scan = LayerScan::default();
+    // What this layer hides in lower ones. A symlink does not: lookups follow it.
+    let mut rules = Rules::default();
+    let relevant = |path: &str| wanted.iter().any(|w| w == path || is_under(w, path));
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        if rules.whiteout(&name, relevant) {
+            continue;
+        }
         let kind = entry.header().entry_type();
-        let is_dir = kind.is_dir();
         let is_symlink = kind.is_symlink();
+        if !kind.is_dir() && !is_symlink && relevant(&name) {
+            rules.shadow.insert(name.clone());
+        }
         for path in wanted {
             if scan.hits.contains_key(path) {
                 continue;
@@ -316,14 +305,13 @@ fn scan_layer(tar: impl Read, wanted: &[String], limit: u64) -> Result<LayerScan
                         target,
                     },
                 );
-            } else if hides(&name, is_dir, is_symlink, path) {
-                scan.hidden.insert(path.clone());
             }
         }
         if wanted.iter().all(|p| scan.hits.contains_key(p)) {
             break;
         }
     }
+    scan.hidden = wanted.iter().filter(|p| rules.hides(p)).cloned().collect();
     Ok(scan)
 }
 
