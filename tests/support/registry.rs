@@ -1,6 +1,7 @@
 //! A real registry for the tests: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -45,40 +46,101 @@ pub fn generate_tls(dir: &Path) -> TlsFiles {
     files
 }
 
-/// The registry's log lines as the reader thread sees them on its stderr. A line reaches it a
-/// moment after the client has its response, so whoever must see a request's line waits for it.
-#[derive(Default)]
+/// The registry's log lines as the reader thread takes them from its stderr. The registry writes
+/// a request's line as it answers, but the thread may not have read it yet when the test looks:
+/// `lines()` first waits until the thread has read everything the pipe holds.
 pub struct RegistryLog {
-    lines: Mutex<Vec<String>>,
-    grew: Condvar,
+    state: Mutex<LogState>,
+    changed: Condvar,
+    /// The read end of the registry's stderr pipe.
+    fd: i32,
 }
 
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    /// The reader thread is in (or entering) a read of the pipe: every line before it is kept.
+    reading: bool,
+    closed: bool,
+}
+
+/// Bounds every wait on the registry's log: only a hung registry reaches it.
+const LOG_WAIT: Duration = Duration::from_secs(30);
+
 impl RegistryLog {
-    pub fn lines(&self) -> MutexGuard<'_, Vec<String>> {
-        self.lines.lock().unwrap()
+    fn new(fd: i32) -> Self {
+        RegistryLog {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            fd,
+        }
     }
 
-    fn push(&self, line: String) {
-        self.lines().push(line);
-        self.grew.notify_all();
+    fn update(&self, change: impl FnOnce(&mut LogState)) {
+        change(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
     }
 
-    /// Blocks until a line from index `from` on satisfies `logged`; panics after 30 s (a hung
-    /// registry), the only time bound.
+    /// Bytes written to the pipe and not yet read.
+    fn unread(&self) -> usize {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, for a descriptor the reader thread keeps open (a
+        // closed one fails, and then the log is complete anyway).
+        let failed = unsafe { libc::ioctl(self.fd, libc::FIONREAD, &mut unread) } != 0;
+        if failed { 0 } else { unread.max(0) as usize }
+    }
+
+    /// Every line the registry has written so far.
+    pub fn lines(&self) -> Lines<'_> {
+        let deadline = Instant::now() + LOG_WAIT;
+        let mut state = self.state.lock().unwrap();
+        // Settled: the reader waits for more and the pipe holds nothing it has not read.
+        let settled = |s: &LogState| s.closed || (s.reading && self.unread() == 0);
+        while !settled(&state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the registry's log reader is stuck");
+            state = self.changed.wait_timeout(state, left).unwrap().0;
+        }
+        Lines(state)
+    }
+
+    /// Blocks until a line from index `from` on satisfies `logged`.
     pub fn wait_for(&self, from: usize, logged: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut lines = self.lines();
-        loop {
-            if lines.iter().skip(from).any(|l| logged(l)) {
-                return;
-            }
+        let deadline = Instant::now() + LOG_WAIT;
+        let mut state = self.state.lock().unwrap();
+        while !state.lines.iter().skip(from).any(|l| logged(l)) {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
                 "the registry never logged the awaited request"
             );
-            lines = self.grew.wait_timeout(lines, left).unwrap().0;
+            state = self.changed.wait_timeout(state, left).unwrap().0;
         }
+    }
+}
+
+/// The log's lines, held still while looked at.
+pub struct Lines<'a>(MutexGuard<'a, LogState>);
+
+impl std::ops::Deref for Lines<'_> {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.0.lines
+    }
+}
+
+/// The registry's stderr, telling the log when its reader waits for more.
+struct LogPipe {
+    stderr: std::process::ChildStderr,
+    log: Arc<RegistryLog>,
+}
+
+impl Read for LogPipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.log.update(|s| s.reading = true);
+        let read = self.stderr.read(buf);
+        self.log.update(|s| s.reading = false);
+        read
     }
 }
 
@@ -196,22 +258,29 @@ impl TestRegistry {
                 .spawn()
                 .unwrap();
             let stderr = child.stderr.take().unwrap();
-            let log = Arc::new(RegistryLog::default());
+            let log = Arc::new(RegistryLog::new(stderr.as_raw_fd()));
             let (ready_tx, ready_rx) = mpsc::channel();
             {
                 let log = log.clone();
                 let addr = addr.clone();
                 std::thread::spawn(move || {
                     let mut ready_tx = Some(ready_tx);
-                    for line in BufReader::new(stderr).lines() {
-                        let Ok(line) = line else { break };
+                    let pipe = LogPipe {
+                        stderr,
+                        log: log.clone(),
+                    };
+                    let mut lines = BufReader::new(pipe).lines();
+                    while let Some(Ok(line)) = lines.next() {
                         if line.contains(&format!("listening on {addr}"))
                             && let Some(tx) = ready_tx.take()
                         {
                             let _ = tx.send(true);
                         }
-                        log.push(line);
+                        log.update(|s| s.lines.push(line));
                     }
+                    // Closed before the pipe is dropped: its descriptor is never asked again.
+                    log.update(|s| s.closed = true);
+                    drop(lines);
                     if let Some(tx) = ready_tx.take() {
                         let _ = tx.send(false);
                     }
