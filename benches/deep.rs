@@ -50,11 +50,11 @@ async fn run(filler_mib: u64, symbols: usize) {
         .map(|i| (format!("kernel_symbol_{i}"), 0x1000_0000 + i as u32 * 7919))
         .chain([("module_layout".to_string(), 0x11111111)])
         .collect();
-    let devel = DevelKernel {
-        kernel: kernel.clone(),
-        vermagic: format!("{kernel} SMP preempt mod_unload modversions "),
-        exports: exports.clone(),
-    };
+    let devel = DevelKernel::new(
+        &kernel,
+        &format!("{kernel} SMP preempt mod_unload modversions "),
+        exports.clone(),
+    );
     eprintln!(
         "building a driver-toolkit with {filler_mib} MiB before Module.symvers ({symbols} symbols)…"
     );

@@ -38,35 +38,44 @@ fn vermagic(release: &str) -> String {
     format!("{release} SMP preempt mod_unload modversions ")
 }
 
-/// The target kernel's exports: standard and RT differ in one CRC and in module_layout.
+/// The target kernel's exports: standard and RT differ in one CRC and in module_layout; one
+/// export is GPL-only and one is in the CXL namespace.
 fn devel_kernels() -> Vec<DevelKernel> {
-    let exports = |pci: u32, layout: u32| {
-        vec![
-            ("module_layout".to_string(), layout),
-            ("pci_enable_device".to_string(), pci),
-            ("printk".to_string(), 0x22222222),
-            ("kmalloc".to_string(), 0x33333333),
-        ]
+    let devel = |kernel: &str, vermagic: &str, pci: u32, layout: u32| {
+        let mut devel = DevelKernel::new(
+            kernel,
+            vermagic,
+            vec![
+                ("module_layout".to_string(), layout),
+                ("pci_enable_device".to_string(), pci),
+                ("printk".to_string(), 0x22222222),
+                ("kmalloc".to_string(), 0x33333333),
+                ("pci_irq_vector".to_string(), 0x55555555),
+                ("cxl_bus_type".to_string(), 0x66666666),
+            ],
+        );
+        devel.gpl_only = vec!["pci_irq_vector".into()];
+        devel.namespaced = vec![("cxl_bus_type".into(), "CXL".into())];
+        devel
     };
     vec![
-        DevelKernel {
-            kernel: kernel(),
-            vermagic: vermagic(&kernel()),
-            exports: exports(0x5e6f7a8b, 0x11111111),
-        },
-        DevelKernel {
-            kernel: rt(),
-            vermagic: format!("{} SMP preempt_rt mod_unload modversions ", rt()),
-            exports: exports(0x7a7a7a7a, 0x44444444),
-        },
+        devel(&kernel(), &vermagic(&kernel()), 0x5e6f7a8b, 0x11111111),
+        devel(
+            &rt(),
+            &format!("{} SMP preempt_rt mod_unload modversions ", rt()),
+            0x7a7a7a7a,
+            0x44444444,
+        ),
     ]
 }
 
 /// The CRCs a module built against the standard target kernel carries.
-const GOOD: [(&str, u32); 3] = [
+const GOOD: [(&str, u32); 5] = [
     ("module_layout", 0x11111111),
     ("pci_enable_device", 0x5e6f7a8b),
     ("printk", 0x22222222),
+    ("pci_irq_vector", 0x55555555),
+    ("cxl_bus_type", 0x66666666),
 ];
 
 /// Push `tree` as `vendor/<repo>` for `kernel` and add a Module loading `module` from it.
@@ -110,10 +119,58 @@ async fn deep_world() -> TestCluster {
             "mlx5_core",
             tree_of(
                 &k,
-                &[mlx5()
+                &[Ko::new("mlx5_core")
+                    .license("Dual BSD/GPL")
+                    .imports(&[
+                        "pci_enable_device",
+                        "printk",
+                        "pci_irq_vector",
+                        "cxl_bus_type",
+                    ])
+                    .import_ns("CXL")
                     .versions(&GOOD)
                     .compressed(Compression::Xz)
                     .signed_by("Vendor Secure Boot key")],
+            ),
+        ),
+        // A proprietary module and a GPL-only export, of the kernel or of a sibling.
+        (
+            "gpl",
+            "nvidia",
+            tree_of(
+                &k,
+                &[Ko::new("nvidia")
+                    .license("NVIDIA")
+                    .imports(&["pci_irq_vector", "printk"])
+                    .versions(&GOOD)],
+            ),
+        ),
+        (
+            "sibling-gpl",
+            "nvidia",
+            tree_of(
+                &k,
+                &[
+                    Ko::new("nv_helper")
+                        .license("GPL")
+                        .gpl_exports(&["nv_helper_map"])
+                        .versions(&GOOD),
+                    Ko::new("nvidia")
+                        .license("NVIDIA")
+                        .imports(&["nv_helper_map", "printk"])
+                        .versions(&GOOD),
+                ],
+            ),
+        ),
+        (
+            "namespace",
+            "mlx5_core",
+            tree_of(
+                &k,
+                &[Ko::new("mlx5_core")
+                    .license("GPL")
+                    .imports(&["cxl_bus_type"])
+                    .versions(&GOOD)],
             ),
         ),
         (
@@ -281,7 +338,17 @@ async fn deep_makes_the_kernels_load_decision() {
         .plugin(&["check", "--release", VERSION, "-o", "json", "-A", "-v"])
         .await;
     let plain_json = plain.json();
-    for name in ["good", "crc", "unknown", "stale", "preempt", "malformed"] {
+    for name in [
+        "good",
+        "crc",
+        "unknown",
+        "gpl",
+        "sibling-gpl",
+        "namespace",
+        "stale",
+        "preempt",
+        "malformed",
+    ] {
         assert_eq!(row(&plain_json, name)["verdict"], "Ready", "{name}");
         assert!(row(&plain_json, name).get("deep").is_none());
     }
@@ -294,13 +361,13 @@ async fn deep_makes_the_kernels_load_decision() {
     let deep = |name: &str| row(&json, name)["deep"].clone();
 
     assert_eq!(verdict("good"), "Loads", "{}", reason("good"));
-    assert_eq!(deep("good")["symbols"], 3);
+    assert_eq!(deep("good")["symbols"], 5);
     assert_eq!(deep("good")["vermagic"], vermagic(&k).as_str());
     assert_eq!(deep("good")["signed"], true);
     assert_eq!(deep("good")["signer"], "Vendor Secure Boot key");
     assert_eq!(deep("good")["mismatches"], json!([]));
     assert!(
-        reason("good").contains("the kernel accepts it (vermagic, 3 symbol CRCs"),
+        reason("good").contains("the kernel accepts it (vermagic, 5 symbol CRCs"),
         "{}",
         reason("good")
     );
@@ -318,6 +385,28 @@ async fn deep_makes_the_kernels_load_decision() {
     assert_eq!(mismatch["kernelCrc"], "0x5e6f7a8b");
     assert_eq!(deep("crc")["signed"], false);
     assert_eq!(deep("crc")["signer"], Value::Null);
+
+    // GPL-only exports are not for proprietary modules; namespaced ones need the import.
+    assert_eq!(verdict("gpl"), "Failed");
+    assert_eq!(
+        reason("gpl"),
+        "nvidia.ko: `pci_irq_vector` is exported GPL-only and its license \"NVIDIA\" is not \
+         GPL-compatible: the kernel refuses it (unknown symbol)"
+    );
+    assert_eq!(deep("gpl")["mismatches"][0]["kind"], "gplOnly");
+    assert_eq!(verdict("sibling-gpl"), "Failed");
+    assert!(
+        reason("sibling-gpl").starts_with("nvidia.ko: `nv_helper_map` is exported GPL-only"),
+        "{}",
+        reason("sibling-gpl")
+    );
+    assert_eq!(verdict("namespace"), "Failed");
+    assert!(
+        reason("namespace")
+            .contains("uses `cxl_bus_type` from symbol namespace CXL but does not import it"),
+        "{}",
+        reason("namespace")
+    );
 
     assert_eq!(verdict("unknown"), "Failed");
     assert!(

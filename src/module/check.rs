@@ -29,8 +29,8 @@ use crate::release::DtkStream;
 
 const CACHE_NAMESPACE: &str = "kmod-v1";
 /// `--deep`: the parsed modules of an image, and a driver-toolkit kernel's exports and vermagic.
-const DEEP_NAMESPACE: &str = "kmod-deep-v1";
-const KERNEL_NAMESPACE: &str = "dtk-kernel-v1";
+const DEEP_NAMESPACE: &str = "kmod-deep-v2";
+const KERNEL_NAMESPACE: &str = "dtk-kernel-v2";
 /// Module.symvers is a few MiB at most (RHEL 9: ~1.5 MiB).
 const SYMVERS_LIMIT: u64 = 64 * 1024 * 1024;
 /// How a missing image without build or sign ends in KMM ≥ 2.4 (kmm-api.md §4.2).

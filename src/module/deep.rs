@@ -10,7 +10,13 @@
 //!   without `__versions` is a refused load (no forced loads); a `__versions` entry with another
 //!   CRC is "disagrees about version of symbol"; a symbol `__versions` does not list passes.
 //! - `check_modstruct_version`: the same check for `module_layout` when the kernel exports it.
-//! - a non-weak undefined symbol nobody exports: "Unknown symbol".
+//! - a non-weak undefined symbol nobody exports: "Unknown symbol"; nor may a module whose
+//!   license is not GPL-compatible (`license_is_gpl_compatible`; none is "unspecified") use a
+//!   GPL-only export (`find_symbol` skips it), nor a module using GPL-only exports use a
+//!   proprietary module's (`inherit_taint`).
+//! - `verify_namespace_is_imported`: a symbol exported into a namespace needs the module's
+//!   `import_ns` of it. (The namespaces of symbols sibling modules export are not read: the
+//!   modules of one image are built together, and modpost checks those imports.)
 
 use std::collections::HashMap;
 
@@ -29,23 +35,56 @@ pub struct KernelFacts {
     pub exports: Symbols,
 }
 
-/// A kernel's exports in the compact form the cache keeps: sorted `symbol crc` lines, looked up
-/// by binary search over an index of line starts (20,000 symbols: one string, no map to build).
+/// One symbol a kernel exports, as `Module.symvers` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Export<'a> {
+    pub crc: u32,
+    /// `EXPORT_SYMBOL_GPL`: hidden from modules whose license is not GPL-compatible.
+    pub gpl_only: bool,
+    /// `EXPORT_SYMBOL_NS`: usable only by modules that import the namespace.
+    pub namespace: Option<&'a str>,
+}
+
+/// A kernel's exports in the compact form the cache keeps: sorted `symbol crc kind[ namespace]`
+/// lines (`kind` is `g` for GPL-only, `-` otherwise), looked up by binary search over an index of
+/// line starts (20,000 symbols: one string, no map to build).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Symbols {
     text: String,
     starts: Vec<u32>,
 }
 
+/// One compact line's fields: name, CRC, whether GPL-only, namespace.
+fn compact_fields(line: &str) -> Option<(&str, u32, bool, Option<&str>)> {
+    let mut fields = line.split(' ');
+    let (name, crc, kind) = (fields.next()?, fields.next()?, fields.next()?);
+    let namespace = fields.next();
+    if name.is_empty() || crc.len() != 8 || fields.next().is_some() {
+        return None;
+    }
+    let gpl_only = match kind {
+        "g" => true,
+        "-" => false,
+        _ => return None,
+    };
+    let crc = u32::from_str_radix(crc, 16).ok()?;
+    Some((name, crc, gpl_only, namespace.filter(|n| !n.is_empty())))
+}
+
 impl Symbols {
-    /// From `(symbol, crc)` pairs in any order.
-    pub fn new(mut pairs: Vec<(String, u32)>) -> Symbols {
-        pairs.sort();
-        pairs.dedup_by(|a, b| a.0 == b.0);
-        let mut text = String::with_capacity(pairs.len() * 32);
-        for (symbol, crc) in &pairs {
-            text.push_str(symbol);
-            text.push_str(&format!(" {crc:08x}\n"));
+    /// From `(symbol, export)` pairs in any order; the first of a repeated symbol is kept.
+    pub fn new(mut exports: Vec<(String, Export<'_>)>) -> Symbols {
+        exports.sort_by(|a, b| a.0.cmp(&b.0));
+        exports.dedup_by(|a, b| a.0 == b.0);
+        let mut text = String::with_capacity(exports.len() * 34);
+        for (symbol, export) in &exports {
+            let kind = if export.gpl_only { "g" } else { "-" };
+            text.push_str(&format!("{symbol} {:08x} {kind}", export.crc));
+            if let Some(namespace) = export.namespace {
+                text.push(' ');
+                text.push_str(namespace);
+            }
+            text.push('\n');
         }
         Symbols::from_compact(text).unwrap_or(Symbols {
             text: String::new(),
@@ -53,14 +92,14 @@ impl Symbols {
         })
     }
 
-    /// The cached text back; None when it is not sorted `symbol crc` lines.
+    /// The cached text back; None when it is not sorted compact lines.
     pub fn from_compact(text: String) -> Option<Symbols> {
         let mut starts = Vec::with_capacity(text.len() / 24);
         let mut at = 0usize;
         let mut previous: Option<&str> = None;
         for line in text.split_terminator('\n') {
-            let (symbol, crc) = line.split_once(' ')?;
-            if crc.len() != 8 || previous.is_some_and(|p| p >= symbol) {
+            let (symbol, ..) = compact_fields(line)?;
+            if previous.is_some_and(|p| p >= symbol) {
                 return None;
             }
             previous = Some(symbol);
@@ -82,25 +121,32 @@ impl Symbols {
         self.starts.is_empty()
     }
 
-    fn line(&self, i: usize) -> (&str, &str) {
+    fn line(&self, i: usize) -> &str {
         let start = self.starts[i] as usize;
         let end = self
             .starts
             .get(i + 1)
             .map_or(self.text.len(), |e| *e as usize);
-        let line = self.text[start..end].trim_end_matches('\n');
-        line.split_once(' ').unwrap_or((line, ""))
+        self.text[start..end].trim_end_matches('\n')
     }
 
-    pub fn get(&self, symbol: &str) -> Option<u32> {
+    pub fn get(&self, symbol: &str) -> Option<Export<'_>> {
         let (mut low, mut high) = (0usize, self.starts.len());
         while low < high {
             let mid = (low + high) / 2;
-            let (name, crc) = self.line(mid);
+            let line = self.line(mid);
+            let name = line.split(' ').next().unwrap_or_default();
             match name.cmp(symbol) {
                 std::cmp::Ordering::Less => low = mid + 1,
                 std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => return u32::from_str_radix(crc, 16).ok(),
+                std::cmp::Ordering::Equal => {
+                    let (_, crc, gpl_only, namespace) = compact_fields(line)?;
+                    return Some(Export {
+                        crc,
+                        gpl_only,
+                        namespace,
+                    });
+                }
             }
         }
         None
@@ -110,28 +156,48 @@ impl Symbols {
 impl KernelFacts {
     /// Module.symvers lines: `0xCRC<TAB>symbol<TAB>module<TAB>EXPORT_…[<TAB>namespace]`.
     pub fn parse_symvers(text: &str) -> Result<Symbols, String> {
-        let mut pairs = Vec::new();
+        let mut exports = Vec::new();
         for (number, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
+            let number = number + 1;
             let mut fields = line.split('\t');
             let (Some(crc), Some(symbol)) = (fields.next(), fields.next()) else {
-                return Err(format!("line {} is not `CRC<TAB>symbol…`", number + 1));
+                return Err(format!("line {number} is not `CRC<TAB>symbol…`"));
             };
             let crc = crc
                 .strip_prefix("0x")
                 .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("line {}: {crc:?} is not a CRC", number + 1))?;
+                .ok_or_else(|| format!("line {number}: {crc:?} is not a CRC"))?;
             if symbol.is_empty() || symbol.contains(' ') {
-                return Err(format!("line {}: {symbol:?} is not a symbol", number + 1));
+                return Err(format!("line {number}: {symbol:?} is not a symbol"));
             }
-            pairs.push((symbol.to_string(), crc));
+            let _module = fields.next();
+            let gpl_only = match fields.next().unwrap_or("EXPORT_SYMBOL") {
+                "EXPORT_SYMBOL" | "EXPORT_SYMBOL_NS" | "" => false,
+                "EXPORT_SYMBOL_GPL" | "EXPORT_SYMBOL_NS_GPL" => true,
+                // An export type this does not know: assume the stricter one.
+                other if other.starts_with("EXPORT_SYMBOL") => true,
+                other => return Err(format!("line {number}: {other:?} is not an export type")),
+            };
+            let namespace = fields.next().map(str::trim).filter(|n| !n.is_empty());
+            if namespace.is_some_and(|n| n.contains(' ')) {
+                return Err(format!("line {number}: {namespace:?} is not a namespace"));
+            }
+            exports.push((
+                symbol.to_string(),
+                Export {
+                    crc,
+                    gpl_only,
+                    namespace,
+                },
+            ));
         }
-        if pairs.is_empty() {
+        if exports.is_empty() {
             return Err("it lists no symbol".into());
         }
-        Ok(Symbols::new(pairs))
+        Ok(Symbols::new(exports))
     }
 
     fn modversions(&self) -> bool {
@@ -150,7 +216,8 @@ pub struct Loaded<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct Mismatch {
     pub file: String,
-    /// `crc`, `unknownSymbol`, `vermagic`, `noVersions`, `noVermagic` or `malformed`.
+    /// `crc`, `unknownSymbol`, `gplOnly`, `namespace`, `proprietaryProvider`, `vermagic`,
+    /// `noVersions`, `noVermagic` or `malformed`.
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbol: Option<String>,
@@ -206,6 +273,31 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// A symbol another module loaded with it exports.
+struct Sibling<'a> {
+    file: &'a str,
+    crc: Option<u32>,
+    gpl_only: bool,
+    /// That module's license is not GPL-compatible.
+    proprietary: bool,
+}
+
+/// `license_is_gpl_compatible` (include/linux/license.h); no license is "unspecified", which is
+/// not.
+fn gpl_compatible(license: Option<&str>) -> bool {
+    matches!(
+        license,
+        Some(
+            "GPL"
+                | "GPL v2"
+                | "GPL and additional rights"
+                | "Dual BSD/GPL"
+                | "Dual MIT/GPL"
+                | "Dual MPL/GPL"
+        )
+    )
+}
+
 /// Symbols the loader never resolves (PowerPC's TOC base, the GOT).
 fn ignored(symbol: &str) -> bool {
     matches!(symbol, ".TOC." | "_GLOBAL_OFFSET_TABLE_")
@@ -222,14 +314,17 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
         kernel_vermagic: kernel.vermagic.clone(),
         files: Vec::new(),
     };
-    // What the modules loaded alongside export (checked after the kernel's own exports).
-    let mut siblings: HashMap<&str, (&str, Option<u32>)> = HashMap::new();
+    // What the modules loaded alongside export (looked up after the kernel's own exports).
+    let mut siblings: HashMap<&str, Sibling<'_>> = HashMap::new();
     for file in files {
         if let Ok(ko) = file.ko {
-            for (symbol, crc) in &ko.exports {
-                siblings
-                    .entry(symbol.as_str())
-                    .or_insert((file_name(file.path), *crc));
+            for export in &ko.exports {
+                siblings.entry(export.name.as_str()).or_insert(Sibling {
+                    file: file_name(file.path),
+                    crc: export.crc,
+                    gpl_only: export.gpl_only,
+                    proprietary: !gpl_compatible(ko.license.as_deref()),
+                });
             }
         }
     }
@@ -347,25 +442,62 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
             }
         };
         if kernel.modversions()
-            && let Some(crc) = kernel.exports.get("module_layout")
+            && let Some(export) = kernel.exports.get("module_layout")
         {
-            check(&mut deep, "module_layout", Some(crc), &kernel_name);
+            check(&mut deep, "module_layout", Some(export.crc), &kernel_name);
         }
+        // A module whose license is not GPL-compatible is tainted proprietary: the kernel's
+        // GPL-only exports are invisible to it (`find_symbol` skips them: "Unknown symbol").
+        let license = ko.license.as_deref();
+        let proprietary = !gpl_compatible(license);
+        let license_shown = license.unwrap_or("unspecified");
+        let mut uses_gpl_only = false;
+        let mut proprietary_providers: Vec<&str> = Vec::new();
+        let mut refusals: Vec<(&str, String)> = Vec::new();
         for symbol in &ko.undefined {
             if ignored(symbol) {
                 continue;
             }
-            if let Some(crc) = kernel.exports.get(symbol.as_str()) {
-                check(
-                    &mut deep,
-                    symbol,
-                    kernel.modversions().then_some(crc),
-                    &kernel_name,
-                );
-            } else if let Some((provider, crc)) = siblings.get(symbol.as_str()) {
-                check(&mut deep, symbol, *crc, provider);
-            } else {
-                deep.mismatches.push(Mismatch {
+            let from_kernel = kernel.exports.get(symbol.as_str());
+            let sibling = siblings.get(symbol.as_str());
+            match (from_kernel, sibling) {
+                (Some(export), _) if !(export.gpl_only && proprietary) => {
+                    uses_gpl_only |= export.gpl_only;
+                    check(
+                        &mut deep,
+                        symbol,
+                        kernel.modversions().then_some(export.crc),
+                        &kernel_name,
+                    );
+                    if let Some(namespace) = export.namespace
+                        && !ko.import_ns.iter().any(|n| n == namespace)
+                    {
+                        refusals.push((
+                            "namespace",
+                            format!(
+                                "{name}: uses `{symbol}` from symbol namespace {namespace} but \
+                                 does not import it (MODULE_IMPORT_NS({namespace})): the kernel \
+                                 refuses it"
+                            ),
+                        ));
+                    }
+                }
+                (_, Some(provider)) if !(provider.gpl_only && proprietary) => {
+                    uses_gpl_only |= provider.gpl_only;
+                    if provider.proprietary {
+                        proprietary_providers.push(provider.file);
+                    }
+                    check(&mut deep, symbol, provider.crc, provider.file);
+                }
+                (Some(_), _) | (_, Some(_)) => refusals.push((
+                    "gplOnly",
+                    format!(
+                        "{name}: `{symbol}` is exported GPL-only and its license \
+                         \"{license_shown}\" is not GPL-compatible: the kernel refuses it \
+                         (unknown symbol)"
+                    ),
+                )),
+                (None, None) => deep.mismatches.push(Mismatch {
                     file: file.path.to_string(),
                     kind: "unknownSymbol".into(),
                     symbol: Some(symbol.clone()),
@@ -376,8 +508,22 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                          loaded with it export it",
                         kernel.release
                     ),
-                });
+                }),
             }
+        }
+        // `inherit_taint`: a module using GPL-only symbols may not use a proprietary module's
+        // symbols. The kernel decides in symbol order; any such pair is reported here.
+        if uses_gpl_only && let Some(provider) = proprietary_providers.first() {
+            refusals.push((
+                "proprietaryProvider",
+                format!(
+                    "{name}: uses GPL-only symbols and symbols of {provider}, whose license is \
+                     not GPL-compatible: the kernel refuses the mix"
+                ),
+            ));
+        }
+        for (kind, reason) in refusals {
+            refuse(&mut deep, kind, reason);
         }
         deep.symbols += checked;
         deep.files.push(DeepFile {
@@ -401,7 +547,15 @@ pub struct CachedKo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::ko::Signature;
+    use crate::module::ko::{KoExport, Signature};
+
+    fn plain(crc: u32) -> Export<'static> {
+        Export {
+            crc,
+            gpl_only: false,
+            namespace: None,
+        }
+    }
 
     const K: &str = "5.14.0-570.19.1.el9_6.x86_64";
 
@@ -410,9 +564,25 @@ mod tests {
             release: K.into(),
             vermagic: format!("{K} SMP preempt mod_unload modversions "),
             exports: Symbols::new(vec![
-                ("pci_enable_device".to_string(), 0x5e6f7a8b),
-                ("module_layout".to_string(), 0x11111111),
-                ("printk".to_string(), 0x22222222),
+                ("pci_enable_device".to_string(), plain(0x5e6f7a8b)),
+                ("module_layout".to_string(), plain(0x11111111)),
+                ("printk".to_string(), plain(0x22222222)),
+                (
+                    "pci_irq_vector".to_string(),
+                    Export {
+                        crc: 0x33333333,
+                        gpl_only: true,
+                        namespace: None,
+                    },
+                ),
+                (
+                    "cxl_bus_type".to_string(),
+                    Export {
+                        crc: 0x44444444,
+                        gpl_only: false,
+                        namespace: Some("CXL"),
+                    },
+                ),
             ]),
         }
     }
@@ -422,6 +592,8 @@ mod tests {
             name: Some("m".into()),
             vermagic: Some(vermagic.into()),
             depends: vec![],
+            license: None,
+            import_ns: vec![],
             versions: versions.map(|v| v.iter().map(|(s, c)| (s.to_string(), *c)).collect()),
             undefined: undefined.iter().map(|s| s.to_string()).collect(),
             exports: vec![],
@@ -499,7 +671,11 @@ mod tests {
     #[test]
     fn siblings_and_signatures() {
         let mut provider = ko(&kernel().vermagic, Some(&[]), &[]);
-        provider.exports = vec![("shared_fn".into(), Some(0xabcdef01))];
+        provider.exports = vec![KoExport {
+            name: "shared_fn".into(),
+            crc: Some(0xabcdef01),
+            gpl_only: false,
+        }];
         provider.signature = Some(Signature {
             signer: Some("Vendor key".into()),
             kind: "PKCS#7".into(),
@@ -542,20 +718,105 @@ mod tests {
         let text = "0x5e6f7a8b\tpci_enable_device\tvmlinux\tEXPORT_SYMBOL\t\n\
                     0x00000001\tmlx_fn\tdrivers/net/mlx\tEXPORT_SYMBOL_GPL\tMLX\n";
         let exports = KernelFacts::parse_symvers(text).unwrap();
-        assert_eq!(exports.get("pci_enable_device"), Some(0x5e6f7a8b));
-        assert_eq!(exports.get("mlx_fn"), Some(1));
+        assert_eq!(exports.get("pci_enable_device"), Some(plain(0x5e6f7a8b)));
+        assert_eq!(
+            exports.get("mlx_fn"),
+            Some(Export {
+                crc: 1,
+                gpl_only: true,
+                namespace: Some("MLX")
+            })
+        );
         assert_eq!(exports.get("absent"), None);
         assert_eq!(exports.get(""), None);
         let again = Symbols::from_compact(exports.compact().to_string()).unwrap();
         assert_eq!(again, exports);
         assert_eq!(again.len(), 2);
         // Every one of many symbols is found, and nothing else.
-        let many = Symbols::new((0..5000).map(|i| (format!("s{i}"), i)).collect());
-        assert!((0..5000).all(|i| many.get(&format!("s{i}")) == Some(i)));
+        let many = Symbols::new((0..5000).map(|i| (format!("s{i}"), plain(i))).collect());
+        assert!((0..5000).all(|i| many.get(&format!("s{i}")) == Some(plain(i))));
         assert_eq!(many.get("s5000"), None);
-        assert!(Symbols::from_compact("b 00000001\na 00000002\n".into()).is_none());
+        assert!(Symbols::from_compact("b 00000001 -\na 00000002 -\n".into()).is_none());
+        // The form of an earlier cache (no export kind) is not taken for this one.
+        assert!(Symbols::from_compact("a 00000001\n".into()).is_none());
+        assert!(KernelFacts::parse_symvers("0x00000001\ts\tvmlinux\tNOT_AN_EXPORT\t\n").is_err());
         assert!(Symbols::from_compact("garbage\n".into()).is_none());
         assert!(KernelFacts::parse_symvers("garbage\n").is_err());
         assert!(KernelFacts::parse_symvers("").is_err());
+    }
+
+    #[test]
+    fn licenses_and_namespaces() {
+        let user = |license: Option<&str>, import_ns: &[&str], undefined: &[&str]| {
+            let mut m = ko(&kernel().vermagic, Some(&[]), undefined);
+            m.license = license.map(str::to_string);
+            m.import_ns = import_ns.iter().map(|n| n.to_string()).collect();
+            m
+        };
+        let kinds = |deep: &Deep| -> Vec<String> {
+            deep.mismatches.iter().map(|m| m.kind.clone()).collect()
+        };
+        // GPL-only exports: for GPL-compatible licenses only; none is "unspecified".
+        for license in ["GPL", "GPL v2", "Dual MIT/GPL"] {
+            let deep = one(&user(Some(license), &[], &["pci_irq_vector"]));
+            assert_eq!(kinds(&deep), Vec::<String>::new(), "{license}");
+        }
+        for license in [Some("NVIDIA"), Some("Proprietary"), Some("gpl"), None] {
+            let deep = one(&user(license, &[], &["pci_irq_vector", "printk"]));
+            assert_eq!(kinds(&deep), ["gplOnly"], "{license:?}");
+            let shown = license.unwrap_or("unspecified");
+            assert_eq!(
+                deep.mismatches[0].reason,
+                format!(
+                    "m.ko: `pci_irq_vector` is exported GPL-only and its license \"{shown}\" is \
+                     not GPL-compatible: the kernel refuses it (unknown symbol)"
+                )
+            );
+        }
+        // A namespaced export needs the namespace imported.
+        let deep = one(&user(Some("GPL"), &[], &["cxl_bus_type"]));
+        assert_eq!(kinds(&deep), ["namespace"]);
+        assert!(deep.mismatches[0].reason.contains("MODULE_IMPORT_NS(CXL)"));
+        let deep = one(&user(Some("GPL"), &["CXL"], &["cxl_bus_type"]));
+        assert_eq!(kinds(&deep), Vec::<String>::new());
+
+        // Siblings: a GPL-only export is hidden from a proprietary user, and a user of GPL-only
+        // symbols may not take a proprietary module's.
+        let mut provider = ko(&kernel().vermagic, Some(&[]), &[]);
+        provider.license = Some("NVIDIA".into());
+        provider.exports = vec![
+            KoExport {
+                name: "nv_gpl_fn".into(),
+                crc: None,
+                gpl_only: true,
+            },
+            KoExport {
+                name: "nv_fn".into(),
+                crc: None,
+                gpl_only: false,
+            },
+        ];
+        let with = |user: &Ko| {
+            judge(
+                &[
+                    Loaded {
+                        path: "extra/m.ko",
+                        ko: Ok(user),
+                    },
+                    Loaded {
+                        path: "extra/nvidia.ko",
+                        ko: Ok(&provider),
+                    },
+                ],
+                &kernel(),
+            )
+        };
+        let deep = with(&user(Some("NVIDIA"), &[], &["nv_fn", "nv_gpl_fn"]));
+        assert_eq!(kinds(&deep), ["gplOnly"]);
+        let deep = with(&user(Some("GPL"), &[], &["nv_fn"]));
+        assert_eq!(kinds(&deep), Vec::<String>::new());
+        let deep = with(&user(Some("GPL"), &[], &["nv_fn", "pci_irq_vector"]));
+        assert_eq!(kinds(&deep), ["proprietaryProvider"]);
+        assert!(deep.mismatches[0].reason.contains("nvidia.ko"));
     }
 }

@@ -1,7 +1,7 @@
 //! What the kernel's module loader reads from a `.ko` file: the `.modinfo` strings (`vermagic`,
-//! `name`, `depends`), the symbol CRCs it was built against (`__versions`), the symbols it leaves
+//! `name`, `depends`, `license`, `import_ns`), the symbol CRCs it was built against (`__versions`), the symbols it leaves
 //! undefined, the symbols it exports to other modules (`__ksymtab_strings` / `__ksymtab_<sym>`,
-//! with their CRCs from `__crc_<sym>`), and an appended signature (`~Module signature
+//! with their CRCs from `__crc_<sym>`, GPL-only when in `__ksymtab_gpl`), and an appended signature (`~Module signature
 //! appended~`, as `scripts/sign-file` writes it).
 //!
 //! Compressed modules (`.ko.xz`, `.ko.zst`, `.ko.gz`) are decompressed first, as kmod does.
@@ -29,13 +29,27 @@ pub struct Ko {
     pub vermagic: Option<String>,
     /// `.modinfo` `depends=`.
     pub depends: Vec<String>,
+    /// `.modinfo` `license=` (`MODULE_LICENSE`).
+    pub license: Option<String>,
+    /// `.modinfo` `import_ns=`: the symbol namespaces it imports (`MODULE_IMPORT_NS`).
+    pub import_ns: Vec<String>,
     /// `__versions`: the CRC of each symbol it was built against; None without the section.
     pub versions: Option<Vec<(String, u32)>>,
     /// Symbols it needs from the kernel or other modules (undefined, not weak).
     pub undefined: Vec<String>,
-    /// Symbols it exports, with their CRC when it carries one.
-    pub exports: Vec<(String, Option<u32>)>,
+    /// Symbols it exports to other modules.
+    pub exports: Vec<KoExport>,
     pub signature: Option<Signature>,
+}
+
+/// A symbol a module exports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KoExport {
+    pub name: String,
+    /// Its CRC, when the module carries one.
+    pub crc: Option<u32>,
+    /// Exported with `EXPORT_SYMBOL_GPL` (its `__ksymtab_<sym>` lies in `__ksymtab_gpl`).
+    pub gpl_only: bool,
 }
 
 /// An appended module signature (`struct module_signature` and what precedes it).
@@ -128,6 +142,8 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
         name: None,
         vermagic: None,
         depends: Vec::new(),
+        license: None,
+        import_ns: Vec::new(),
         versions: None,
         undefined: Vec::new(),
         exports: Vec::new(),
@@ -142,6 +158,8 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
             match key {
                 "name" => ko.name = Some(value.to_string()),
                 "vermagic" => ko.vermagic = Some(value.to_string()),
+                "license" => ko.license = Some(value.to_string()),
+                "import_ns" => ko.import_ns.push(value.to_string()),
                 "depends" => {
                     ko.depends = value
                         .split(',')
@@ -196,6 +214,7 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
         );
     }
     let mut crcs: Vec<(String, u32)> = Vec::new();
+    let mut gpl_only: Vec<String> = Vec::new();
     for symbol in file.symbols() {
         let Ok(name) = symbol.name() else { continue };
         if name.is_empty() {
@@ -208,6 +227,18 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
             continue;
         }
         if let Some(export) = name.strip_prefix("__ksymtab_") {
+            // `___ksymtab_gpl+<sym>` in an object, merged into `__ksymtab_gpl` in a linked .ko.
+            let in_gpl_table = match symbol.section() {
+                SymbolSection::Section(index) => file
+                    .section_by_index(index)
+                    .ok()
+                    .and_then(|s| s.name().ok().map(str::to_string))
+                    .is_some_and(|s| s == "__ksymtab_gpl" || s.starts_with("___ksymtab_gpl+")),
+                _ => false,
+            };
+            if in_gpl_table {
+                gpl_only.push(export.to_string());
+            }
             exported.push(export.to_string());
         } else if let Some(export) = name.strip_prefix("__crc_") {
             // Linux 5.14: an absolute symbol whose value is the CRC. Later kernels: a label
@@ -231,9 +262,10 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
     exported.dedup();
     ko.exports = exported
         .into_iter()
-        .map(|name| {
-            let crc = crcs.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
-            (name, crc)
+        .map(|name| KoExport {
+            crc: crcs.iter().find(|(n, _)| *n == name).map(|(_, c)| *c),
+            gpl_only: gpl_only.contains(&name),
+            name,
         })
         .collect();
     ko.undefined.sort();

@@ -369,14 +369,39 @@ pub struct DevelKernel {
     pub kernel: String,
     pub vermagic: String,
     pub exports: Vec<(String, u32)>,
+    /// Exports listed `EXPORT_SYMBOL_GPL`.
+    pub gpl_only: Vec<String>,
+    /// Exports in a symbol namespace: (symbol, namespace).
+    pub namespaced: Vec<(String, String)>,
 }
 
 impl DevelKernel {
+    pub fn new(kernel: &str, vermagic: &str, exports: Vec<(String, u32)>) -> DevelKernel {
+        DevelKernel {
+            kernel: kernel.to_string(),
+            vermagic: vermagic.to_string(),
+            exports,
+            gpl_only: vec![],
+            namespaced: vec![],
+        }
+    }
+
+    /// As kernel-devel installs it: `0xCRC<TAB>symbol<TAB>module<TAB>type<TAB>namespace`.
     pub fn symvers(&self) -> Vec<u8> {
         let mut text = String::new();
         for (symbol, crc) in &self.exports {
+            let gpl = if self.gpl_only.contains(symbol) {
+                "_GPL"
+            } else {
+                ""
+            };
+            let namespace = self
+                .namespaced
+                .iter()
+                .find(|(s, _)| s == symbol)
+                .map_or("", |(_, n)| n.as_str());
             text.push_str(&format!(
-                "0x{crc:08x}\t{symbol}\tvmlinux\tEXPORT_SYMBOL\t\n"
+                "0x{crc:08x}\t{symbol}\tvmlinux\tEXPORT_SYMBOL{gpl}\t{namespace}\n"
             ));
         }
         text.into_bytes()

@@ -41,6 +41,12 @@ pub struct Ko {
     pub absolute_crcs: bool,
     /// Signed as `scripts/sign-file` does (PKCS#7, issuer and serial), by a key with this CN.
     pub signer: Option<String>,
+    /// `.modinfo` license (none by default: "unspecified" to the kernel).
+    pub license: Option<String>,
+    /// `.modinfo` import_ns entries.
+    pub import_ns: Vec<String>,
+    /// Exports placed in the GPL-only table (`__ksymtab_<sym>` in `___ksymtab_gpl+<sym>`).
+    pub gpl_exports: Vec<String>,
 }
 
 impl Ko {
@@ -56,7 +62,27 @@ impl Ko {
             export_crcs: vec![],
             absolute_crcs: false,
             signer: None,
+            license: None,
+            import_ns: vec![],
+            gpl_exports: vec![],
         }
+    }
+
+    pub fn license(mut self, license: &str) -> Ko {
+        self.license = Some(license.to_string());
+        self
+    }
+
+    pub fn import_ns(mut self, namespace: &str) -> Ko {
+        self.import_ns.push(namespace.to_string());
+        self
+    }
+
+    /// Exported with `EXPORT_SYMBOL_GPL`.
+    pub fn gpl_exports(mut self, symbols: &[&str]) -> Ko {
+        self.gpl_exports = symbols.iter().map(|s| s.to_string()).collect();
+        self.exports.extend(self.gpl_exports.clone());
+        self
     }
 
     pub fn vermagic(mut self, vermagic: &str) -> Ko {
@@ -103,9 +129,11 @@ impl Ko {
 
     fn source(&self, kernel: &str) -> String {
         let mut c = String::new();
-        let modinfo = |key: &str, value: &str| {
+        let mut entries = 0;
+        let mut modinfo = |key: &str, value: &str| {
+            entries += 1;
             format!(
-                "static const char modinfo_{key}[] __attribute__((section(\".modinfo\"), used, aligned(1))) = \"{key}={value}\";\n"
+                "static const char modinfo_{entries}[] __attribute__((section(\".modinfo\"), used, aligned(1))) = \"{key}={value}\";\n"
             )
         };
         c.push_str(&modinfo("name", &self.name));
@@ -114,6 +142,12 @@ impl Ko {
             .clone()
             .unwrap_or_else(|| format!("{kernel} SMP preempt mod_unload modversions "));
         c.push_str(&modinfo("vermagic", &vermagic));
+        if let Some(license) = &self.license {
+            c.push_str(&modinfo("license", license));
+        }
+        for namespace in &self.import_ns {
+            c.push_str(&modinfo("import_ns", namespace));
+        }
         if let Some(versions) = &self.versions {
             // struct modversion_info { unsigned long crc; char name[64 - sizeof(long)]; }
             c.push_str(
@@ -149,6 +183,11 @@ impl Ko {
         c.push_str(" return r; }\n");
         for export in &self.exports {
             c.push_str(&format!("int {export}(void) {{ return 1; }}\n"));
+        }
+        for export in &self.gpl_exports {
+            c.push_str(&format!(
+                "asm(\".section \\\"___ksymtab_gpl+{export}\\\", \\\"a\\\"\\n__ksymtab_{export}:\\n.quad {export}\\n.previous\\n\");\n"
+            ));
         }
         if !self.exports.is_empty() {
             let strings: String = self.exports.iter().map(|e| format!("{e}\\0")).collect();
