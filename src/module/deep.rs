@@ -15,7 +15,9 @@
 //!   GPL-only export (`find_symbol` skips it), nor a module using GPL-only exports use a
 //!   proprietary module's (`inherit_taint`).
 //! - `verify_namespace_is_imported`: a symbol exported into a namespace needs the module's
-//!   `import_ns` of it. (The namespaces of symbols sibling modules export are not read: the
+//!   `import_ns` of it (a kernel built with `CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS`
+//!   only warns; that is not the default, and the refusal is the answer that proves nothing
+//!   false). (The namespaces of symbols sibling modules export are not read: the
 //!   modules of one image are built together, and modpost checks those imports.)
 
 use std::collections::HashMap;
