@@ -90,9 +90,14 @@ impl Pty {
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 8192];
                 while let Ok(n @ 1..) = from.read(&mut buffer) {
-                    let mut all = output.lock().unwrap();
-                    all.extend_from_slice(&buffer[..n]);
-                    tell.send_replace(all.len());
+                    // The output's lock is released before the watch is told: a waiter looks at
+                    // the output while it holds the watch, so holding both here could deadlock.
+                    let len = {
+                        let mut all = output.lock().unwrap();
+                        all.extend_from_slice(&buffer[..n]);
+                        all.len()
+                    };
+                    tell.send_replace(len);
                 }
             })
         };
