@@ -394,6 +394,8 @@ async fn deep_makes_the_kernels_load_decision() {
          GPL-compatible: the kernel refuses it (unknown symbol)"
     );
     assert_eq!(deep("gpl")["mismatches"][0]["kind"], "gplOnly");
+    assert_eq!(deep("gpl")["mismatches"][0]["symbol"], "pci_irq_vector");
+    assert_eq!(deep("namespace")["mismatches"][0]["kind"], "namespace");
     assert_eq!(verdict("sibling-gpl"), "Failed");
     assert!(
         reason("sibling-gpl").starts_with("nvidia.ko: `nv_helper_map` is exported GPL-only"),

@@ -464,7 +464,8 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
         let license_shown = license.unwrap_or("unspecified");
         let mut uses_gpl_only = false;
         let mut proprietary_providers: Vec<&str> = Vec::new();
-        let mut refusals: Vec<(&str, String)> = Vec::new();
+        // Refusals of a symbol (kind, symbol, reason), recorded after the CRC comparisons.
+        let mut refusals: Vec<(&str, Option<&str>, String)> = Vec::new();
         for symbol in &ko.undefined {
             if ignored(symbol) {
                 continue;
@@ -485,6 +486,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                     {
                         refusals.push((
                             "namespace",
+                            Some(symbol),
                             format!(
                                 "{name}: uses `{symbol}` from symbol namespace {namespace} but \
                                  does not import it (MODULE_IMPORT_NS({namespace})): the kernel \
@@ -502,6 +504,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                 }
                 (Some(_), _) | (_, Some(_)) => refusals.push((
                     "gplOnly",
+                    Some(symbol),
                     format!(
                         "{name}: `{symbol}` is exported GPL-only and its license \
                          \"{license_shown}\" is not GPL-compatible: the kernel refuses it \
@@ -527,14 +530,22 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
         if uses_gpl_only && let Some(provider) = proprietary_providers.first() {
             refusals.push((
                 "proprietaryProvider",
+                None,
                 format!(
                     "{name}: uses GPL-only symbols and symbols of {provider}, whose license is \
                      not GPL-compatible: the kernel refuses the mix"
                 ),
             ));
         }
-        for (kind, reason) in refusals {
-            refuse(&mut deep, kind, reason);
+        for (kind, symbol, reason) in refusals {
+            deep.mismatches.push(Mismatch {
+                file: file.path.to_string(),
+                kind: kind.to_string(),
+                symbol: symbol.map(str::to_string),
+                crc: None,
+                kernel_crc: None,
+                reason,
+            });
         }
         deep.symbols += checked;
         deep.files.push(DeepFile {
@@ -775,6 +786,7 @@ mod tests {
         for license in [Some("NVIDIA"), Some("Proprietary"), Some("gpl"), None] {
             let deep = one(&user(license, &[], &["pci_irq_vector", "printk"]));
             assert_eq!(kinds(&deep), ["gplOnly"], "{license:?}");
+            assert_eq!(deep.mismatches[0].symbol.as_deref(), Some("pci_irq_vector"));
             let shown = license.unwrap_or("unspecified");
             assert_eq!(
                 deep.mismatches[0].reason,
