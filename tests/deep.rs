@@ -167,10 +167,17 @@ async fn deep_world() -> TestCluster {
             "mlx5_core",
             tree_of(
                 &k,
-                &[Ko::new("mlx5_core")
-                    .license("GPL")
-                    .imports(&["cxl_bus_type"])
-                    .versions(&GOOD)],
+                &[
+                    Ko::new("mlx5_helper")
+                        .license("GPL")
+                        .exports(&["helper_plain_fn"])
+                        .ns_exports(&[("helper_ns_fn", "MLX_HELPER")])
+                        .versions(&GOOD),
+                    Ko::new("mlx5_core")
+                        .license("GPL")
+                        .imports(&["cxl_bus_type", "helper_ns_fn", "helper_plain_fn"])
+                        .versions(&GOOD),
+                ],
             ),
         ),
         (
@@ -395,7 +402,21 @@ async fn deep_makes_the_kernels_load_decision() {
     );
     assert_eq!(deep("gpl")["mismatches"][0]["kind"], "gplOnly");
     assert_eq!(deep("gpl")["mismatches"][0]["symbol"], "pci_irq_vector");
-    assert_eq!(deep("namespace")["mismatches"][0]["kind"], "namespace");
+    // The kernel's namespaced export and the sibling's (its names labelled as the kernel's
+    // build labels them): both need the import; the sibling's plain export is found.
+    let kinds: Vec<Value> = deep("namespace")["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| json!([m["kind"], m["symbol"]]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            json!(["namespace", "cxl_bus_type"]),
+            json!(["namespace", "helper_ns_fn"])
+        ]
+    );
     assert_eq!(verdict("sibling-gpl"), "Failed");
     assert!(
         reason("sibling-gpl").starts_with("nvidia.ko: `nv_helper_map` is exported GPL-only"),

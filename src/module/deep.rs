@@ -14,11 +14,10 @@
 //!   license is not GPL-compatible (`license_is_gpl_compatible`; none is "unspecified") use a
 //!   GPL-only export (`find_symbol` skips it), nor a module using GPL-only exports use a
 //!   proprietary module's (`inherit_taint`).
-//! - `verify_namespace_is_imported`: a symbol exported into a namespace needs the module's
-//!   `import_ns` of it (a kernel built with `CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS`
-//!   only warns; that is not the default, and the refusal is the answer that proves nothing
-//!   false). (The namespaces of symbols sibling modules export are not read: the
-//!   modules of one image are built together, and modpost checks those imports.)
+//! - `verify_namespace_is_imported`: a symbol exported into a namespace, by the kernel or by a
+//!   sibling, needs the module's `import_ns` of it (a kernel built with
+//!   `CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS` only warns; that is not the default, and
+//!   the refusal is the answer that proves nothing false).
 
 use std::collections::HashMap;
 
@@ -289,6 +288,7 @@ struct Sibling<'a> {
     file: &'a str,
     crc: Option<u32>,
     gpl_only: bool,
+    namespace: Option<&'a str>,
     /// That module's license is not GPL-compatible.
     proprietary: bool,
 }
@@ -334,6 +334,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                     file: file_name(file.path),
                     crc: export.crc,
                     gpl_only: export.gpl_only,
+                    namespace: export.namespace.as_deref(),
                     proprietary: !gpl_compatible(ko.license.as_deref()),
                 });
             }
@@ -472,34 +473,38 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
             }
             let from_kernel = kernel.exports.get(symbol.as_str());
             let sibling = siblings.get(symbol.as_str());
+            // `verify_namespace_is_imported`, once the exporter is known.
+            let mut namespace_of = |namespace: Option<&str>| {
+                if let Some(namespace) = namespace
+                    && !ko.import_ns.iter().any(|n| n == namespace)
+                {
+                    refusals.push((
+                        "namespace",
+                        Some(symbol.as_str()),
+                        format!(
+                            "{name}: uses `{symbol}` from symbol namespace {namespace} but does \
+                             not import it (MODULE_IMPORT_NS({namespace})): the kernel refuses it"
+                        ),
+                    ));
+                }
+            };
             match (from_kernel, sibling) {
                 (Some(export), _) if !(export.gpl_only && proprietary) => {
                     uses_gpl_only |= export.gpl_only;
+                    namespace_of(export.namespace);
                     check(
                         &mut deep,
                         symbol,
                         kernel.modversions().then_some(export.crc),
                         &kernel_name,
                     );
-                    if let Some(namespace) = export.namespace
-                        && !ko.import_ns.iter().any(|n| n == namespace)
-                    {
-                        refusals.push((
-                            "namespace",
-                            Some(symbol),
-                            format!(
-                                "{name}: uses `{symbol}` from symbol namespace {namespace} but \
-                                 does not import it (MODULE_IMPORT_NS({namespace})): the kernel \
-                                 refuses it"
-                            ),
-                        ));
-                    }
                 }
                 (_, Some(provider)) if !(provider.gpl_only && proprietary) => {
                     uses_gpl_only |= provider.gpl_only;
                     if provider.proprietary {
                         proprietary_providers.push(provider.file);
                     }
+                    namespace_of(provider.namespace);
                     check(&mut deep, symbol, provider.crc, provider.file);
                 }
                 (Some(_), _) | (_, Some(_)) => refusals.push((
@@ -697,6 +702,7 @@ mod tests {
             name: "shared_fn".into(),
             crc: Some(0xabcdef01),
             gpl_only: false,
+            namespace: None,
         }];
         provider.signature = Some(Signature {
             signer: Some("Vendor key".into()),
@@ -812,11 +818,19 @@ mod tests {
                 name: "nv_gpl_fn".into(),
                 crc: None,
                 gpl_only: true,
+                namespace: None,
             },
             KoExport {
                 name: "nv_fn".into(),
                 crc: None,
                 gpl_only: false,
+                namespace: None,
+            },
+            KoExport {
+                name: "nv_ns_fn".into(),
+                crc: None,
+                gpl_only: false,
+                namespace: Some("NVIDIA_NS".into()),
             },
         ];
         let with = |user: &Ko| {
@@ -841,5 +855,15 @@ mod tests {
         let deep = with(&user(Some("GPL"), &[], &["nv_fn", "pci_irq_vector"]));
         assert_eq!(kinds(&deep), ["proprietaryProvider"]);
         assert!(deep.mismatches[0].reason.contains("nvidia.ko"));
+        // A sibling's namespaced export needs the import as much as the kernel's.
+        let deep = with(&user(Some("NVIDIA"), &[], &["nv_ns_fn"]));
+        assert_eq!(kinds(&deep), ["namespace"]);
+        assert!(
+            deep.mismatches[0]
+                .reason
+                .contains("MODULE_IMPORT_NS(NVIDIA_NS)")
+        );
+        let deep = with(&user(Some("NVIDIA"), &["NVIDIA_NS"], &["nv_ns_fn"]));
+        assert_eq!(kinds(&deep), Vec::<String>::new());
     }
 }

@@ -1,7 +1,8 @@
 //! What the kernel's module loader reads from a `.ko` file: the `.modinfo` strings (`vermagic`,
 //! `name`, `depends`, `license`, `import_ns`), the symbol CRCs it was built against (`__versions`), the symbols it leaves
 //! undefined, the symbols it exports to other modules (`__ksymtab_strings` / `__ksymtab_<sym>`,
-//! with their CRCs from `__crc_<sym>`, GPL-only when in `__ksymtab_gpl`), and an appended signature (`~Module signature
+//! with their CRCs from `__crc_<sym>`, GPL-only when in `__ksymtab_gpl`, and their namespace
+//! from `__kstrtabns_<sym>`), and an appended signature (`~Module signature
 //! appended~`, as `scripts/sign-file` writes it).
 //!
 //! Compressed modules (`.ko.xz`, `.ko.zst`, `.ko.gz`) are decompressed first, as kmod does.
@@ -50,6 +51,8 @@ pub struct KoExport {
     pub crc: Option<u32>,
     /// Exported with `EXPORT_SYMBOL_GPL` (its `__ksymtab_<sym>` lies in `__ksymtab_gpl`).
     pub gpl_only: bool,
+    /// Exported into this symbol namespace (`EXPORT_SYMBOL_NS`).
+    pub namespace: Option<String>,
 }
 
 /// An appended module signature (`struct module_signature` and what precedes it).
@@ -204,15 +207,30 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
         ko.versions = Some(list);
     }
 
+    // Export names: the `__ksymtab_<sym>` entries, and the names in `__ksymtab_strings`. Those
+    // strings are labelled `__kstrtab_<sym>` (and the namespace after each `__kstrtabns_<sym>`)
+    // in modules the kernel's build made; without labels every string there is taken as a name.
     let mut exported: Vec<String> = Vec::new();
-    if let Some(strings) = section_data("__ksymtab_strings")? {
-        exported.extend(
-            strings
-                .split(|b| *b == 0)
+    let mut strings: Vec<String> = Vec::new();
+    if let Some(data) = section_data("__ksymtab_strings")? {
+        strings.extend(
+            data.split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
                 .map(|s| String::from_utf8_lossy(s).into_owned()),
         );
     }
+    let mut labelled: Vec<String> = Vec::new();
+    let mut namespaces: Vec<(String, String)> = Vec::new();
+    // The NUL-terminated string a symbol labels.
+    let string_at = |symbol: &object::Symbol<'_, '_>| -> Option<String> {
+        let SymbolSection::Section(index) = symbol.section() else {
+            return None;
+        };
+        let data = file.section_by_index(index).ok()?.data().ok()?;
+        let from = data.get(usize::try_from(symbol.address()).ok()?..)?;
+        let end = from.iter().position(|b| *b == 0)?;
+        Some(String::from_utf8_lossy(&from[..end]).into_owned())
+    };
     let mut crcs: Vec<(String, u32)> = Vec::new();
     let mut gpl_only: Vec<String> = Vec::new();
     for symbol in file.symbols() {
@@ -240,6 +258,12 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
                 gpl_only.push(export.to_string());
             }
             exported.push(export.to_string());
+        } else if let Some(export) = name.strip_prefix("__kstrtab_") {
+            labelled.push(export.to_string());
+        } else if let Some(export) = name.strip_prefix("__kstrtabns_") {
+            if let Some(namespace) = string_at(&symbol).filter(|n| !n.is_empty()) {
+                namespaces.push((export.to_string(), namespace));
+            }
         } else if let Some(export) = name.strip_prefix("__crc_") {
             // Linux 5.14: an absolute symbol whose value is the CRC. Later kernels: a label
             // on the CRC's 32 bits in __kcrctab.
@@ -258,6 +282,11 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
             }
         }
     }
+    exported.extend(if labelled.is_empty() {
+        strings
+    } else {
+        labelled
+    });
     exported.sort();
     exported.dedup();
     ko.exports = exported
@@ -265,6 +294,10 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
         .map(|name| KoExport {
             crc: crcs.iter().find(|(n, _)| *n == name).map(|(_, c)| *c),
             gpl_only: gpl_only.contains(&name),
+            namespace: namespaces
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, ns)| ns.clone()),
             name,
         })
         .collect();

@@ -47,6 +47,10 @@ pub struct Ko {
     pub import_ns: Vec<String>,
     /// Exports placed in the GPL-only table (`__ksymtab_<sym>` in `___ksymtab_gpl+<sym>`).
     pub gpl_exports: Vec<String>,
+    /// Exports into a symbol namespace: (symbol, namespace). With any, every export's name is
+    /// written as the kernel's build writes it (`__kstrtab_<sym>`, `__kstrtabns_<sym>` labels in
+    /// `__ksymtab_strings`); without, the names are bare strings there.
+    pub namespaced: Vec<(String, String)>,
 }
 
 impl Ko {
@@ -65,7 +69,18 @@ impl Ko {
             license: None,
             import_ns: vec![],
             gpl_exports: vec![],
+            namespaced: vec![],
         }
+    }
+
+    /// Exported with `EXPORT_SYMBOL_NS(symbol, namespace)`.
+    pub fn ns_exports(mut self, symbols: &[(&str, &str)]) -> Ko {
+        for (symbol, namespace) in symbols {
+            self.namespaced
+                .push((symbol.to_string(), namespace.to_string()));
+            self.exports.push(symbol.to_string());
+        }
+        self
     }
 
     pub fn license(mut self, license: &str) -> Ko {
@@ -189,7 +204,18 @@ impl Ko {
                 "asm(\".section \\\"___ksymtab_gpl+{export}\\\", \\\"a\\\"\\n__ksymtab_{export}:\\n.quad {export}\\n.previous\\n\");\n"
             ));
         }
-        if !self.exports.is_empty() {
+        if !self.namespaced.is_empty() {
+            for export in &self.exports {
+                let namespace = self
+                    .namespaced
+                    .iter()
+                    .find(|(s, _)| s == export)
+                    .map_or("", |(_, n)| n.as_str());
+                c.push_str(&format!(
+                    "asm(\".section \\\"__ksymtab_strings\\\",\\\"aMS\\\",%progbits,1\\n__kstrtab_{export}:\\n.asciz \\\"{export}\\\"\\n__kstrtabns_{export}:\\n.asciz \\\"{namespace}\\\"\\n.previous\\n\");\n"
+                ));
+            }
+        } else if !self.exports.is_empty() {
             let strings: String = self.exports.iter().map(|e| format!("{e}\\0")).collect();
             c.push_str(&format!(
                 "static const char ksymtab_strings[] __attribute__((section(\"__ksymtab_strings\"), used, aligned(1))) = \"{strings}\";\n"
