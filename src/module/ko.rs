@@ -1,9 +1,9 @@
 //! What the kernel's module loader reads from a `.ko` file: the `.modinfo` strings (`vermagic`,
-//! `name`, `depends`, `license`, `import_ns`), the symbol CRCs it was built against (`__versions`), the symbols it leaves
-//! undefined, the symbols it exports to other modules (`__ksymtab_strings` / `__ksymtab_<sym>`,
-//! with their CRCs from `__crc_<sym>`, GPL-only when in `__ksymtab_gpl`, and their namespace
-//! from `__kstrtabns_<sym>`), and an appended signature (`~Module signature
-//! appended~`, as `scripts/sign-file` writes it).
+//! `name`, `depends`, `license`, `import_ns`), the symbol CRCs it was built against
+//! (`__versions`), the symbols it leaves undefined, the symbols it exports to other modules
+//! (`__ksymtab_strings` / `__ksymtab_<sym>`, with their CRCs from `__crc_<sym>`, GPL-only when in
+//! `__ksymtab_gpl`, and their namespace from `__kstrtabns_<sym>`), and an appended signature
+//! (`~Module signature appended~`, as `scripts/sign-file` writes it).
 //!
 //! Compressed modules (`.ko.xz`, `.ko.zst`, `.ko.gz`) are decompressed first, as kmod does.
 //! Nothing here panics on a malformed file: it is an error that names what is wrong.
