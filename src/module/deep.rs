@@ -342,11 +342,12 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
     }
     for (index, file) in files.iter().enumerate() {
         let name = file_name(file.path);
-        let refuse = |deep: &mut Deep, kind: &str, reason: String| {
+        // A refusal that carries no CRCs: of the file, or of one symbol.
+        let refuse = |deep: &mut Deep, kind: &str, symbol: Option<&str>, reason: String| {
             deep.mismatches.push(Mismatch {
                 file: file.path.to_string(),
                 kind: kind.to_string(),
-                symbol: None,
+                symbol: symbol.map(str::to_string),
                 crc: None,
                 kernel_crc: None,
                 reason,
@@ -359,6 +360,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                 refuse(
                     &mut deep,
                     "malformed",
+                    None,
                     format!("{name}: not a kernel module the loader can read: {reason}"),
                 );
                 deep.files.push(DeepFile {
@@ -384,6 +386,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
             None => refuse(
                 &mut deep,
                 "noVermagic",
+                None,
                 format!("{name}: no vermagic in .modinfo: the kernel refuses it (no forced loads)"),
             ),
             Some(module) if !same_magic(module, target, has_crcs) => {
@@ -402,7 +405,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                         target.trim_end()
                     )
                 };
-                refuse(&mut deep, "vermagic", reason);
+                refuse(&mut deep, "vermagic", None, reason);
             }
             _ => {}
         }
@@ -422,6 +425,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                         refuse(
                             deep,
                             "noVersions",
+                            None,
                             format!(
                                 "{name}: carries no symbol CRCs (__versions), and the kernel \
                                  exports `{symbol}` with one: refused (built without \
@@ -516,18 +520,16 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                          (unknown symbol)"
                     ),
                 )),
-                (None, None) => deep.mismatches.push(Mismatch {
-                    file: file.path.to_string(),
-                    kind: "unknownSymbol".into(),
-                    symbol: Some(symbol.clone()),
-                    crc: None,
-                    kernel_crc: None,
-                    reason: format!(
+                (None, None) => refuse(
+                    &mut deep,
+                    "unknownSymbol",
+                    Some(symbol),
+                    format!(
                         "{name}: unknown symbol `{symbol}`: neither kernel {} nor the modules \
                          loaded with it export it",
                         kernel.release
                     ),
-                }),
+                ),
             }
         }
         // `inherit_taint`: a module using GPL-only symbols may not use a proprietary module's
@@ -543,14 +545,7 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
             ));
         }
         for (kind, symbol, reason) in refusals {
-            deep.mismatches.push(Mismatch {
-                file: file.path.to_string(),
-                kind: kind.to_string(),
-                symbol: symbol.map(str::to_string),
-                crc: None,
-                kernel_crc: None,
-                reason,
-            });
+            refuse(&mut deep, kind, symbol, reason);
         }
         deep.symbols += checked;
         deep.files.push(DeepFile {
