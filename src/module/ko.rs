@@ -221,15 +221,14 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
     }
     let mut labelled: Vec<String> = Vec::new();
     let mut namespaces: Vec<(String, String)> = Vec::new();
-    // The NUL-terminated string a symbol labels.
-    let string_at = |symbol: &object::Symbol<'_, '_>| -> Option<String> {
+    // What a symbol labels: its section's bytes from the symbol on (in a relocatable object a
+    // symbol's value is its offset in its section).
+    let labelled_bytes = |symbol: &object::Symbol<'_, '_>| -> Option<&[u8]> {
         let SymbolSection::Section(index) = symbol.section() else {
             return None;
         };
         let data = file.section_by_index(index).ok()?.data().ok()?;
-        let from = data.get(usize::try_from(symbol.address()).ok()?..)?;
-        let end = from.iter().position(|b| *b == 0)?;
-        Some(String::from_utf8_lossy(&from[..end]).into_owned())
+        data.get(usize::try_from(symbol.address()).ok()?..)
     };
     let mut crcs: Vec<(String, u32)> = Vec::new();
     let mut gpl_only: Vec<String> = Vec::new();
@@ -261,21 +260,22 @@ pub fn parse(bytes: &[u8]) -> Result<Ko, String> {
         } else if let Some(export) = name.strip_prefix("__kstrtab_") {
             labelled.push(export.to_string());
         } else if let Some(export) = name.strip_prefix("__kstrtabns_") {
-            if let Some(namespace) = string_at(&symbol).filter(|n| !n.is_empty()) {
-                namespaces.push((export.to_string(), namespace));
+            let namespace = labelled_bytes(&symbol).and_then(|b| {
+                Some(String::from_utf8_lossy(
+                    &b[..b.iter().position(|c| *c == 0)?],
+                ))
+            });
+            if let Some(namespace) = namespace.filter(|n| !n.is_empty()) {
+                namespaces.push((export.to_string(), namespace.into_owned()));
             }
         } else if let Some(export) = name.strip_prefix("__crc_") {
             // Linux 5.14: an absolute symbol whose value is the CRC. Later kernels: a label
             // on the CRC's 32 bits in __kcrctab.
             let crc = match symbol.section() {
                 SymbolSection::Absolute => Some(symbol.address() as u32),
-                SymbolSection::Section(index) => file
-                    .section_by_index(index)
-                    .ok()
-                    .and_then(|s| s.data().ok())
-                    .and_then(|d| d.get(symbol.address() as usize..)?.get(..4))
+                _ => labelled_bytes(&symbol)
+                    .and_then(|b| b.get(..4))
                     .map(read_u32),
-                _ => None,
             };
             if let Some(crc) = crc {
                 crcs.push((export.to_string(), crc));
