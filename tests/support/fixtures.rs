@@ -395,11 +395,7 @@ impl DevelKernel {
             } else {
                 ""
             };
-            let namespace = self
-                .namespaced
-                .iter()
-                .find(|(s, _)| s == symbol)
-                .map_or("", |(_, n)| n.as_str());
+            let namespace = super::kmod::namespace_of(&self.namespaced, symbol);
             text.push_str(&format!(
                 "0x{crc:08x}\t{symbol}\tvmlinux\tEXPORT_SYMBOL{gpl}\t{namespace}\n"
             ));

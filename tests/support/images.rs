@@ -1,13 +1,12 @@
 //! Build image layers and manifests in memory and push them to a test registry.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use oci_client::secrets::RegistryAuth;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-
-use std::sync::Arc;
 
 use super::registry::{RegistryLog, TestRegistry, answered};
 

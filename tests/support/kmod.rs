@@ -53,6 +53,14 @@ pub struct Ko {
     pub namespaced: Vec<(String, String)>,
 }
 
+/// The namespace `symbol` is exported into, from (symbol, namespace) pairs; "" for none.
+pub fn namespace_of<'a>(namespaced: &'a [(String, String)], symbol: &str) -> &'a str {
+    namespaced
+        .iter()
+        .find(|(s, _)| s == symbol)
+        .map_or("", |(_, n)| n.as_str())
+}
+
 impl Ko {
     pub fn new(name: &str) -> Ko {
         Ko {
@@ -206,11 +214,7 @@ impl Ko {
         }
         if !self.namespaced.is_empty() {
             for export in &self.exports {
-                let namespace = self
-                    .namespaced
-                    .iter()
-                    .find(|(s, _)| s == export)
-                    .map_or("", |(_, n)| n.as_str());
+                let namespace = namespace_of(&self.namespaced, export);
                 c.push_str(&format!(
                     "asm(\".section \\\"__ksymtab_strings\\\",\\\"aMS\\\",%progbits,1\\n__kstrtab_{export}:\\n.asciz \\\"{export}\\\"\\n__kstrtabns_{export}:\\n.asciz \\\"{namespace}\\\"\\n.previous\\n\");\n"
                 ));
