@@ -70,16 +70,17 @@ fn compact_line(line: &str) -> Option<(&str, &str)> {
     well_formed.then_some((name, rest))
 }
 
-/// What the rest of a line `compact_line` accepted says.
-fn compact_export(rest: &str) -> Export<'_> {
+/// What the rest of a line `compact_line` accepted says (None only for a line it did not).
+fn compact_export(rest: &str) -> Option<Export<'_>> {
     let bytes = rest.as_bytes();
-    Export {
-        crc: bytes[..8].iter().fold(0u32, |crc, b| {
-            (crc << 4) | char::from(*b).to_digit(16).unwrap_or_default()
-        }),
-        gpl_only: bytes[9] == b'g',
+    let crc = bytes.get(..8)?.iter().try_fold(0u32, |crc, b| {
+        Some((crc << 4) | char::from(*b).to_digit(16)?)
+    })?;
+    Some(Export {
+        crc,
+        gpl_only: *bytes.get(9)? == b'g',
         namespace: rest.get(11..),
-    }
+    })
 }
 
 impl Symbols {
@@ -145,12 +146,13 @@ impl Symbols {
         let (mut low, mut high) = (0usize, self.starts.len());
         while low < high {
             let mid = (low + high) / 2;
-            // Every line was accepted by `compact_line` when the table was made.
-            let (name, rest) = compact_line(self.line(mid))?;
+            // Every line was accepted by `compact_line` when the table was made (`from_compact`
+            // is the only way to one): the split needs no second check.
+            let (name, rest) = self.line(mid).split_once(' ')?;
             match name.cmp(symbol) {
                 std::cmp::Ordering::Less => low = mid + 1,
                 std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => return Some(compact_export(rest)),
+                std::cmp::Ordering::Equal => return compact_export(rest),
             }
         }
         None
