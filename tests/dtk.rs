@@ -804,11 +804,7 @@ async fn tls_and_credentials_as_podman_users_expect() {
         ),
     );
     std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        ctx.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = support::isolated_path(&[&ctx.path("bin")]);
     ctx.env("PATH", path);
     ctx.write(
         ".config/containers/auth.json",

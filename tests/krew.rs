@@ -21,7 +21,7 @@ use support::fixtures::push_release;
 use support::images::Pusher;
 use support::registry::TestRegistry;
 use support::wine::{Wine, windows_path};
-use support::{auth_file, plugin_binary};
+use support::{auth_file, isolated_path, plugin_binary};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -210,10 +210,14 @@ fn archive_file(archive: &Path, name: &str) -> Vec<u8> {
     panic!("{name} is not in {}", archive.display());
 }
 
+/// kubectl with `path` alone and a HOME of its own: nothing the user installed or configured.
 fn kubectl(path: &str, args: &[&str]) -> (i32, String, String) {
+    let home = tempfile::tempdir().unwrap();
     let out = Command::new(which::which("kubectl").unwrap())
         .args(args)
         .env("PATH", path)
+        .env("HOME", home.path())
+        .env_remove("KUBECONFIG")
         .output()
         .unwrap();
     (
@@ -261,8 +265,8 @@ fn installs_as_krew_does() {
 
     let root = tmp.path().join("krew");
     let store = krew_install(&manifest, platform, &archive, &root);
-    let system_path = std::env::var("PATH").unwrap_or_default();
-    let path = format!("{}:{system_path}", root.join("bin").display());
+    // Only krew's bin directory and the test tools: a kubectl-kmm the user installed stays out.
+    let path = isolated_path(&[&root.join("bin")]);
 
     let (code, stdout, stderr) = kubectl(&path, &["kmm", "version", "-o", "json"]);
     assert_eq!(code, 0, "{stderr}");

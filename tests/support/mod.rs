@@ -43,6 +43,46 @@ pub fn plugin_binary() -> PathBuf {
     }
 }
 
+/// The programs a test's commands may look up on PATH: kubectl (run by the tests through
+/// plugin discovery) and what util-linux `script`'s shell runs before the plugin.
+const TOOLS: &[&str] = &["kubectl", "stty"];
+
+/// A directory of links to `TOOLS` and nothing else, made once per test process. kubectl lists
+/// every `kubectl-*` file of every PATH directory as a plugin (and exits 1 when one hides
+/// another), so a PATH of the user's own directories would let a `kubectl-kmm` installed there
+/// (by `cargo install`, krew or an archive) into the tests.
+pub fn tools_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join("tools");
+        std::fs::create_dir_all(&dir).unwrap();
+        for tool in TOOLS {
+            let found = which::which(tool)
+                .unwrap_or_else(|_| panic!("{tool} is not installed (scripts/peers installs it)"));
+            // Made aside and renamed over the old link: test processes may do it at once.
+            let fresh = dir.join(format!(".{tool}.{}", std::process::id()));
+            let _ = std::fs::remove_file(&fresh);
+            std::os::unix::fs::symlink(found, &fresh).unwrap();
+            std::fs::rename(&fresh, dir.join(tool)).unwrap();
+        }
+        dir
+    })
+}
+
+/// A PATH of `first` (in order), then `tools_dir()`: nothing the user installed.
+pub fn isolated_path(first: &[&Path]) -> String {
+    first
+        .iter()
+        .copied()
+        .chain([tools_dir()])
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Variables that would let the developer's own setup leak into a test.
 const SCRUBBED: &[&str] = &[
     "REGISTRY_AUTH_FILE",
@@ -181,16 +221,17 @@ impl Context {
         path
     }
 
+    /// The environment of one of this user's commands: nothing of the developer's own setup,
+    /// and a PATH of `path_prefix` (the plugin's directory, for kubectl's plugin discovery)
+    /// and the test tools only (`isolated_path`). A test's own `env("PATH", …)` wins.
     pub fn prepare(&self, command: &mut tokio::process::Command, path_prefix: Option<&Path>) {
         for var in SCRUBBED {
             command.env_remove(var);
         }
+        let prefix: Vec<&Path> = path_prefix.into_iter().collect();
+        command.env("PATH", isolated_path(&prefix));
         for (k, v) in &self.envs {
             command.env(k, v);
-        }
-        if let Some(prefix) = path_prefix {
-            let system = std::env::var("PATH").unwrap_or_default();
-            command.env("PATH", format!("{}:{system}", prefix.display()));
         }
         command.kill_on_drop(true);
     }
