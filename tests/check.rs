@@ -818,13 +818,17 @@ async fn module_files_need_no_cluster_and_bring_their_secrets() {
     };
     let owned = args(&path.display().to_string());
     let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let run = ctx.run(&argv).await.expect_code(1);
+    let run = ctx.run(&argv).await.expect_code(4);
     let rows = rows(&run);
     assert_eq!(row(&rows, "gpu", K)["verdict"], "Ready", "{run:?}");
-    // The build's ConfigMap is not in the files: KMM could not build it.
+    // The build's ConfigMap is not in the files: whether the cluster has it is not known
+    // from here, which is not a failure.
+    assert_eq!(row(&rows, "built", K)["verdict"], "Unknown", "{rows:#?}");
     assert!(
-        reason_of(&rows, "built", K)
-            .ends_with("the build's Dockerfile, ConfigMap vendor/df, does not exist"),
+        reason_of(&rows, "built", K).ends_with(
+            "the build's Dockerfile, ConfigMap vendor/df, exists is not known \
+             (not in the files given; add it with -f)"
+        ),
         "{rows:#?}"
     );
     assert!(!run.all_output().contains("filepw"));
@@ -837,6 +841,72 @@ async fn module_files_need_no_cluster_and_bring_their_secrets() {
     let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
     let run = ctx.run_with_stdin(&argv, &with_cm).await.expect_code(0);
     assert_eq!(row(&rows_of(&run), "built", K)["verdict"], "WillBuild");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_to_check_is_never_a_silent_success() {
+    let w = World::start().await;
+    // Files without a Module: a Pod only, an empty stream (the pipe of a kubectl that
+    // failed), an empty directory. Each is bad input, and says what was read.
+    let pod = w.ctx.write(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n",
+    );
+    let run = w
+        .check(&["--kernel", K, "-f", &pod.display().to_string()])
+        .await
+        .expect_code(2);
+    run.expect_stderr("no KMM Module in the files given (")
+        .expect_stderr("pod.yaml: 1 object; not Modules: ")
+        .expect_stderr("pod.yaml: Pod/web");
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let mut argv = vec!["check", "--kernel", K, "-f", "-"];
+    let run = w.ctx.run_with_stdin(&argv, "").await.expect_code(2);
+    run.expect_stderr("no KMM Module in the files given (stdin: empty)")
+        .expect_stderr("check that the command before the pipe succeeded");
+    let empty = w.ctx.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.display().to_string();
+    argv[4] = &empty;
+    w.ctx
+        .run(&argv)
+        .await
+        .expect_code(2)
+        .expect_stderr("empty: a directory without .yaml, .yml or .json files");
+
+    // A namespace without Modules: the scope asked for holds nothing (exit 2).
+    w.api.add_module(
+        "nic",
+        "mlx5",
+        module_spec(&w.image("vendor/mlx5", "v1"), "mlx5_core"),
+    );
+    w.check(&["--kernel", K, "-n", "gpu"])
+        .await
+        .expect_code(2)
+        .expect_stderr("no KMM Module to check in namespace gpu");
+
+    // A whole cluster without Modules: exit 0, but said, and `NoModules` in JSON.
+    let bare = ApiServer::start(Kmm::Ocp24).await;
+    let mut ctx = Context::new();
+    let kubeconfig = ctx.write(".kube/config", bare.kubeconfig());
+    ctx.env("KUBECONFIG", kubeconfig.display().to_string());
+    let run = ctx
+        .run(&["check", "--kernel", K, "-o", "json"])
+        .await
+        .expect_code(0);
+    run.expect_stderr("warning: the cluster has no KMM Module to check: nothing was checked");
+    let report = run.json();
+    assert_eq!(report["result"], "NoModules", "{report:#}");
+    assert_eq!(report["modules"], json!([]));
+    assert_eq!(report["summary"]["total"], 0);
+    let run = ctx.run(&["check", "--kernel", K]).await.expect_code(0);
+    assert_eq!(
+        run.stdout.trim(),
+        "No KMM Module to check: nothing was checked."
+    );
+    // Where there is one, JSON says what came of it.
+    let run = w.check(&["--kernel", K, "-o", "json"]).await;
+    assert_ne!(run.json()["result"], "NoModules");
 }
 
 #[tokio::test(flavor = "multi_thread")]

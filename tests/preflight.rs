@@ -745,6 +745,10 @@ async fn no_modules_is_said_plainly() {
         "{}",
         run.stdout
     );
+    // A runbook tells it from "all verified" by the result.
+    let run = c.preflight(&["-o", "json"]).await.expect_code(0);
+    assert_eq!(run.json()["result"], "NoModules");
+    assert_eq!(run.json()["modules"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use crate::cli::CheckArgs;
 use crate::cluster::{Cluster, clusterversion, kmm};
 use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::{
-    Checker, Inspected, Lookup, ObjectKind, Objects, Plan, Row, Target, Verdict,
+    Checker, Inspected, Lookup, ObjectKind, Objects, Outcome, Plan, Row, Target,
 };
 use crate::module::kernels::NodeInfo;
 use crate::module::source::{self, SecretData};
@@ -193,6 +193,9 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     let cache = Cache::new(args.registry.no_cache);
     term.step_done();
     let modules = select_modules(&values, &args, loaded.is_some(), term)?;
+    if modules.is_empty() {
+        nothing_to_check(&args, loaded.as_ref(), &values, term)?;
+    }
     let objects: Arc<dyn Objects> = match (loaded, &cluster) {
         (Some(loaded), _) => Arc::new(loaded),
         (None, Some(cluster)) => Setup::cluster_objects(cluster.clone()),
@@ -425,6 +428,63 @@ async fn matrix(
     })
 }
 
+/// No Module to check. From files, or in a namespace or among names asked for, that is bad
+/// input (exit 2, saying what was read); in a whole cluster it is a fact worth a warning (the
+/// run goes on to an empty report, `result: NoModules`, exit 0).
+fn nothing_to_check(
+    args: &CheckArgs,
+    loaded: Option<&source::Loaded>,
+    values: &[serde_json::Value],
+    term: &Term,
+) -> Result<()> {
+    // The Modules there were, and what none of them was.
+    let mut wanted = Vec::new();
+    if let Some(ns) = &args.namespace {
+        wanted.push(format!("in namespace {ns}"));
+    }
+    wanted.push("with a moduleLoader and not being deleted".to_string());
+    let found = if values.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = values
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}/{}",
+                    v["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    v["metadata"]["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        format!(" (found {}: none {})", names.join(", "), wanted.join(", "))
+    };
+    if let Some(loaded) = loaded {
+        let what = if loaded.modules.is_empty() {
+            format!(
+                "no KMM Module in the files given ({})",
+                loaded.without_modules()
+            )
+        } else {
+            format!("no KMM Module to check in the files given{found}")
+        };
+        return Err(Error::invalid(
+            what,
+            "-f takes Modules (kmm.sigs.x-k8s.io), as `kubectl get modules -A -o yaml` writes \
+             them; when piping, check that the command before the pipe succeeded",
+        ));
+    }
+    if let Some(ns) = &args.namespace {
+        return Err(Error::invalid(
+            format!("no KMM Module to check in namespace {ns}{found}"),
+            "list the Modules with `kubectl get modules -A`, or drop -n to check every namespace",
+        ));
+    }
+    term.warn(&format!(
+        "the cluster has no KMM Module to check{found}: nothing was checked"
+    ));
+    Ok(())
+}
+
 /// The Modules to check: by namespace and name, not being deleted, with a module loader.
 fn select_modules(
     values: &[serde_json::Value],
@@ -507,15 +567,12 @@ fn report_transfer(term: &Term, transferred: Transferred, inspected: Inspected) 
 }
 
 /// 2 when KMM would refuse a Module, else 1 when one would fail to load, else 4 when one could
-/// not be checked, else 0.
+/// not be checked, else 0 (with nothing to check too: said as a warning, and `NoModules`).
 fn exit_status(rows: &[Row]) -> ExitStatus {
-    if rows.iter().any(|r| r.invalid) {
-        ExitStatus::BadInput
-    } else if rows.iter().any(|r| r.verdict == Verdict::Failed) {
-        ExitStatus::VerificationFailed
-    } else if rows.iter().any(|r| r.verdict == Verdict::Unknown) {
-        ExitStatus::Environment
-    } else {
-        ExitStatus::Success
+    match Outcome::of(rows) {
+        Outcome::Invalid => ExitStatus::BadInput,
+        Outcome::Failure => ExitStatus::VerificationFailed,
+        Outcome::Unknown => ExitStatus::Environment,
+        Outcome::Success | Outcome::NoModules => ExitStatus::Success,
     }
 }

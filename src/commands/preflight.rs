@@ -777,7 +777,7 @@ pub async fn follow_to_verdict<J: Judge>(
     let (result, status) = match followed.end {
         End::Complete if progress.rows.is_empty() => {
             lines.push("No KMM Modules in the cluster: nothing to verify.".to_string());
-            ("Success", ExitStatus::Success)
+            ("NoModules", ExitStatus::Success)
         }
         End::Complete if !failed.is_empty() => {
             lines.push(format!(

@@ -1246,6 +1246,36 @@ pub struct Summary {
     pub unknown: usize,
 }
 
+/// What a whole check comes to, in the order that decides it: a Module KMM would refuse, then
+/// one that would not load, then one that could not be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// A Module KMM would refuse (its row says why).
+    Invalid,
+    Failure,
+    Unknown,
+    /// Every row is Loads, Ready, WillBuild or WillSign.
+    Success,
+    /// Nothing was checked: there was no Module.
+    NoModules,
+}
+
+impl Outcome {
+    pub fn of(rows: &[Row]) -> Outcome {
+        if rows.is_empty() {
+            Outcome::NoModules
+        } else if rows.iter().any(|r| r.invalid) {
+            Outcome::Invalid
+        } else if rows.iter().any(|r| r.verdict == Verdict::Failed) {
+            Outcome::Failure
+        } else if rows.iter().any(|r| r.verdict == Verdict::Unknown) {
+            Outcome::Unknown
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
 impl Summary {
     pub fn of(rows: &[Row]) -> Summary {
         let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();

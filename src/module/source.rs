@@ -40,6 +40,11 @@ pub struct Loaded {
     pub config_maps: BTreeMap<(String, String), ()>,
     /// `Kind/name` of objects that are neither, for `-v`.
     pub ignored: Vec<String>,
+    /// What each source held, in the order read (`pod.yaml: Pod/web`, `stdin: empty`), to say
+    /// what was read when it held no Module.
+    pub read: Vec<String>,
+    /// Objects read so far (the items of a `List` each count).
+    objects: usize,
 }
 
 fn decode_secret(object: &Value, label: &str) -> Result<SecretData, String> {
@@ -85,6 +90,7 @@ impl Loaded {
             }
             return Ok(());
         }
+        self.objects += 1;
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -128,15 +134,39 @@ impl Loaded {
         label: &str,
         default_namespace: &str,
     ) -> Result<(), String> {
+        let before = self.objects;
         for document in serde_yaml_ng::Deserializer::from_str(text) {
             // Positions only: a file of Secrets must not be quoted back.
             let value: Value = serde::Deserialize::deserialize(document)
                 .map_err(|e| format!("{label}: not valid YAML or JSON ({})", position(&e)))?;
             self.add(value, default_namespace, label)?;
         }
+        let held = self.objects - before;
+        self.read.push(match held {
+            0 => format!("{label}: empty"),
+            1 => format!("{label}: 1 object"),
+            n => format!("{label}: {n} objects"),
+        });
         Ok(())
     }
+
+    /// Why no Module came of the files: what each held, and what of it was not a Module.
+    pub fn without_modules(&self) -> String {
+        let mut parts = self.read.clone();
+        if !self.ignored.is_empty() {
+            parts.push(format!("not Modules: {}", self.ignored.join(", ")));
+        }
+        if parts.is_empty() {
+            "nothing was read".into()
+        } else {
+            parts.join("; ")
+        }
+    }
 }
+
+/// A Secret or ConfigMap a Module names but the files do not hold: from files alone, whether
+/// it exists in the cluster cannot be known.
+pub const NOT_IN_FILES: &str = "not in the files given; add it with -f";
 
 fn position(e: &serde_yaml_ng::Error) -> String {
     match e.location() {
@@ -179,6 +209,12 @@ pub fn load(
                 })
                 .collect();
             files.sort();
+            if files.is_empty() {
+                loaded.read.push(format!(
+                    "{}: a directory without .yaml, .yml or .json files",
+                    path.display()
+                ));
+            }
             files
         } else {
             vec![path.clone()]
@@ -200,7 +236,7 @@ impl Objects for Loaded {
     ) -> BoxFuture<'a, Lookup<AuthEntries>> {
         let key = (namespace.to_string(), name.to_string());
         let found = match self.secrets.get(&key) {
-            None => Lookup::Missing,
+            None => Lookup::Unreadable(NOT_IN_FILES.into()),
             Some(secret) => match registry_entries(secret) {
                 Ok(entries) => Lookup::Found(entries),
                 Err(reason) => Lookup::Unreadable(reason),
@@ -224,7 +260,7 @@ impl Objects for Loaded {
             if found {
                 Lookup::Found(())
             } else {
-                Lookup::Missing
+                Lookup::Unreadable(NOT_IN_FILES.into())
             }
         })
     }

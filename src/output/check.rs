@@ -4,7 +4,7 @@ use console::Style;
 use serde::Serialize;
 
 use super::{ReportFormat, to_json, to_yaml};
-use crate::module::check::{Row, Summary, Verdict};
+use crate::module::check::{Outcome, Row, Summary, Verdict};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -12,6 +12,8 @@ pub struct CheckReport {
     pub kernels: Vec<String>,
     pub release_image: Option<String>,
     pub dtk_image: Option<String>,
+    /// Success, Failure, Unknown, Invalid, or NoModules (nothing was checked).
+    pub result: Outcome,
     pub modules: Vec<Row>,
     pub summary: Summary,
 }
@@ -27,6 +29,7 @@ impl CheckReport {
             kernels,
             release_image,
             dtk_image,
+            result: Outcome::of(rows),
             modules: rows.to_vec(),
             summary: Summary::of(rows),
         }
@@ -45,7 +48,7 @@ impl CheckReport {
     /// NAMESPACE, MODULE, KERNEL, (wide: IMAGE,) VERDICT, REASON.
     fn table(&self, color: bool, wide: bool) -> String {
         if self.modules.is_empty() {
-            return "No KMM Modules to check.".into();
+            return "No KMM Module to check: nothing was checked.".into();
         }
         let mut header = vec!["NAMESPACE", "MODULE", "KERNEL"];
         if wide {
@@ -322,7 +325,14 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["dtkImage", "kernels", "modules", "releaseImage", "summary"]
+            [
+                "dtkImage",
+                "kernels",
+                "modules",
+                "releaseImage",
+                "result",
+                "summary"
+            ]
         );
         assert_eq!(json["modules"][1]["verdict"], "Failed");
         assert_eq!(json["summary"]["failed"], 1);
