@@ -281,7 +281,9 @@ impl Context {
             .map(|a| quote(&a))
             .collect::<Vec<_>>()
             .join(" ");
-        let mut command = tokio::process::Command::new("script");
+        // Found on the tests' own PATH: the command's PATH is the isolated one.
+        let script = which::which("script").expect("util-linux script is not installed");
+        let mut command = tokio::process::Command::new(script);
         command
             .args([
                 "-qefc",

@@ -1,7 +1,7 @@
 //! The test API server answers like the real kube-apiserver did in the recordings of
 //! `tests/fixtures/k8s-wire` (KMM 2.4 CRDs installed): the same requests, the same answers.
 
-mod support;
+use crate::support;
 
 use http_body_util::BodyExt;
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
 //! `kubectl kmm status`: list preflights, show one, follow one.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::apiserver::Kmm;

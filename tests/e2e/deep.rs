@@ -3,7 +3,7 @@
 //! `__kcrctab`, some signed with openssl as sign-file signs) against a driver-toolkit whose
 //! `Module.symvers` and in-tree module the test writes, all in the real registry.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::apiserver::Kmm;

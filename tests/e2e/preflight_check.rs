@@ -1,7 +1,7 @@
 //! `preflight` with the client check: KMM's word and the check's together, every kernel the
 //! Modules' nodes boot, early failures, Modules edited while followed.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::apiserver::Kmm;

@@ -1,7 +1,7 @@
 //! `kubectl kmm preflight` against the test API server, the simulated KMM operator and a real
 //! registry: every era, every verdict, the flags that shape the object.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::apiserver::{Kmm, Recorded};

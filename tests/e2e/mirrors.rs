@@ -1,7 +1,7 @@
 //! Disconnected and pinned clusters: the release from ClusterVersion, image mirrors (IDMS, ITMS,
 //! ICSP; from the cluster or from files), the cluster's pull secret for the mirror, proxies.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use serde_json::{Value, json};

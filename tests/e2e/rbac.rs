@@ -1,7 +1,7 @@
 //! `deploy/rbac.yaml` grants exactly what the plugin uses: the test API server enforces it for a
 //! user who then runs every kind of request the plugin makes, and every rule must have served.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use serde_json::json;

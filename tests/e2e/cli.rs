@@ -1,6 +1,6 @@
 //! kubectl habits: help with examples everywhere, version, completion scripts.
 
-mod support;
+use crate::support;
 
 use support::Context;
 

@@ -1,7 +1,7 @@
 //! `kubectl kmm check`: Modules in the test API server (under the real Module CRD) or in files,
 //! kmod images built with gcc and the real depmod in the real registry, every verdict.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::apiserver::{ApiServer, Kmm};

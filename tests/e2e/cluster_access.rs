@@ -2,7 +2,7 @@
 //! TLS; and what happens when the cluster says no: unreachable, unauthorized, forbidden, no KMM.
 //! Also the cluster's pull secret as a source of registry credentials.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use serde_json::json;

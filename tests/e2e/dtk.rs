@@ -1,6 +1,6 @@
 //! `kubectl kmm dtk` against a real registry (Debian's docker-registry).
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::fixtures::{

@@ -1,7 +1,7 @@
 //! The plugin at a terminal (a pseudo-terminal from util-linux `script`): the live table,
 //! colours and NO_COLOR, the question about existing preflights, and Ctrl-C.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::apiserver::Kmm;

@@ -2,7 +2,7 @@
 //! re-runs that follow what is there, kubectl's output conventions and flag positions, and a live
 //! view that fits the terminal (a pseudo-terminal of our own, replayed through vt100).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

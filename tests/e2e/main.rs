@@ -1,0 +1,20 @@
+//! The plugin end to end, one module per capability, in one test binary: the test peers in
+//! `tests/support` are compiled once for all of them. (`tests/krew.rs`, whose cross builds
+//! load the machine for minutes, stays a binary of its own and runs after this one.)
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod apiserver;
+mod check;
+mod cli;
+mod cluster_access;
+mod deep;
+mod dtk;
+mod mirrors;
+mod preflight;
+mod preflight_check;
+mod rbac;
+mod runbook;
+mod status;
+mod terminal;
