@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 use crate::output::{Format, ReportFormat};
 use crate::release::Arch;
@@ -44,16 +44,16 @@ Examples:
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check every KMM Module against a release (or kernel) and follow the check to its verdict
-    #[command(after_help = PREFLIGHT_EXAMPLES)]
+    #[command(after_help = PREFLIGHT_HELP)]
     Preflight(Box<PreflightArgs>),
     /// Check, without the operator, that every Module will load on the target kernel
-    #[command(after_help = CHECK_EXAMPLES)]
+    #[command(after_help = CHECK_HELP)]
     Check(Box<CheckArgs>),
     /// Show (or follow) existing preflights
-    #[command(after_help = STATUS_EXAMPLES)]
+    #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
     /// Find a release's driver-toolkit image and kernel, straight from the registry
-    #[command(after_help = DTK_EXAMPLES)]
+    #[command(after_help = DTK_HELP)]
     Dtk(DtkArgs),
     /// Print the plugin's version and git commit
     #[command(after_help = VERSION_EXAMPLES)]
@@ -101,7 +101,10 @@ pub struct CompletionArgs {
     pub shell: Shell,
 }
 
-const PREFLIGHT_EXAMPLES: &str = "\
+/// What each command's verdicts and exit codes mean, in its own `--help`: krew users never see
+/// the README.
+const PREFLIGHT_HELP: &str = concat!(
+    "\
 Examples:
   # Before upgrading to 4.19.0: check every Module, follow to the verdict
   kubectl kmm preflight --release 4.19.0
@@ -113,9 +116,34 @@ Examples:
   kubectl kmm preflight --kernel 5.14.0-570.19.1.el9_6.x86_64
 
   # Show the object that would be created, change nothing
-  kubectl kmm preflight --release 4.19.0 --dry-run=client";
+  kubectl kmm preflight --release 4.19.0 --dry-run=client\n\n",
+    "\
+Verdicts, per Module (the RESULT of KMM's word, STATUS, and of the client check, CHECK):
+  Verified    KMM's preflight passed it and the client check found in its image what the
+              nodes will load (CHECK Ready, WillBuild, WillSign, or Loads with --deep)
+  Failed      KMM failed it, or the client check found that a node would not load it: final at
+              once, whatever KMM says later
+  InProgress  waiting for KMM's word
+  Unknown     its nodes boot a kernel KMM's object does not check, and the client check could
+              not run there
+  CHECK verdicts are those of `kubectl kmm check` (see its --help).
+  Result of the run (-o json `result`): Success, Failure, Unknown, TimedOut, NoModules (the
+  cluster has none: nothing was verified), Created or Following (--no-wait: the object was
+  created, or one of the same spec was already there), Interrupted.
 
-const CHECK_EXAMPLES: &str = "\
+Exit codes:
+  0    every Module verified, or no Modules (said so), or --no-wait/--dry-run did what it asked
+  1    a Module failed verification (also when --timeout passed after one had failed)
+  2    bad input: a flag, release, kernel or name; other preflight objects in the way (without
+       --replace); one of the same name with another spec
+  3    --timeout passed while Modules were still in progress
+  4    environment: cluster or registry unreachable, unauthorized or too slow (--timeout before
+       the object exists), TLS failure, KMM not installed
+  130  Ctrl-C (the object stays: `kubectl kmm status NAME -w` resumes)"
+);
+
+const CHECK_HELP: &str = concat!(
+    "\
 Examples:
   # Before upgrading to 4.19.0: will every Module's image load on its kernel?
   kubectl kmm check --release 4.19.0
@@ -131,15 +159,56 @@ Examples:
 
   # Two kernels, from stdin
   kubectl get modules -A -o yaml | kubectl kmm check -f - \\
-      --kernel 5.14.0-570.19.1.el9_6.x86_64 --kernel 5.14.0-570.19.1.el9_6.x86_64+rt";
+      --kernel 5.14.0-570.19.1.el9_6.x86_64 --kernel 5.14.0-570.19.1.el9_6.x86_64+rt\n\n",
+    "\
+Verdicts, one per Module and kernel:
+  Loads      --deep: Ready, and the kernel's own checks accept every module file (vermagic,
+             symbol CRCs, licence, namespaces) against the driver-toolkit's Module.symvers
+  Ready      the image holds everything modprobe needs for that kernel, where the node's worker
+             looks (whether the kernel accepts the files is what --deep adds)
+  WillBuild  the image does not exist, and KMM has what it needs to build it
+  WillSign   the image does not exist, and KMM has what it needs to sign its unsigned image
+  Failed     a node would not load it: the reason names what was looked for and what was found
+  Unknown    could not be checked from here: a registry unreachable or refusing, a Secret or
+             ConfigMap that may not be read, or one not in the -f files
+  Result of the run (-o json `result`): Success, Failure, Unknown, Invalid (KMM would refuse a
+  Module), NoModules (the cluster has none: nothing was checked, and a warning says so).
 
-const STATUS_EXAMPLES: &str = "\
+Exit codes:
+  0  every Module is Loads, Ready, WillBuild or WillSign, or the cluster has no Module (said
+     so); --updates or several --release: a listed release is safe for every Module
+  1  a Module is Failed (also when --timeout passed after one had failed); --updates: no
+     listed release is safe
+  2  bad input: a flag, kernel, release or file; a Module KMM would refuse; no Module in the
+     files, the namespace or the names given
+  4  environment: a cluster or registry unreachable, unauthorized or too slow (--timeout), KMM
+     not installed; or a Module is Unknown"
+);
+
+const STATUS_HELP: &str = concat!(
+    "\
 Examples:
   # Every preflight in the cluster
   kubectl kmm status
 
   # One preflight, followed until it completes
-  kubectl kmm status preflight-4-19-0 -w";
+  kubectl kmm status preflight-4-19-0 -w\n\n",
+    "\
+What it shows is KMM's word only: KMM 2.4+ passes a Module whose image exists but holds no
+module for the kernel. --check adds the client check of `kubectl kmm check` for the
+preflight's kernel, as `preflight` does.
+
+Results: Success (every Module verified), Failure (one failed), InProgress (KMM is not done:
+exit 0 without -w), and with -w TimedOut or Interrupted.
+
+Exit codes:
+  0    shown; with -w, every Module verified
+  1    a Module failed verification
+  2    bad input; no preflight of that name
+  3    -w: --timeout passed while Modules were in progress
+  4    environment: cluster unreachable, unauthorized, KMM not installed
+  130  Ctrl-C while following"
+);
 
 /// A duration as kubectl takes it: `90s`, `30m`, `1h30m`, a bare number of seconds, or `0` for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +219,15 @@ fn check_format() -> impl clap::builder::TypedValueParser<Value = ReportFormat> 
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(["table", "wide", "json", "yaml"])
         .map(|s| ReportFormat::from_str(&s, false).unwrap_or(ReportFormat::Table))
+}
+
+/// An image reference, checked as the registry client will read it; kept as typed.
+fn image_reference(input: &str) -> Result<String, String> {
+    let input = input.trim();
+    input
+        .parse::<crate::registry::reference::ImageRef>()
+        .map(|_| input.to_string())
+        .map_err(|e| format!("not an image reference: {e}"))
 }
 
 fn parse_timeout(input: &str) -> Result<Timeout, String> {
@@ -171,7 +249,7 @@ fn parse_timeout(input: &str) -> Result<Timeout, String> {
 #[derive(Debug, Args, Clone)]
 pub struct KubeArgs {
     /// Path to the kubeconfig file (default: KUBECONFIG, merged, or ~/.kube/config)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub kubeconfig: Option<PathBuf>,
 
     /// The kubeconfig context to use
@@ -194,9 +272,9 @@ pub struct KubeArgs {
     #[arg(long = "as-group", value_name = "GROUP")]
     pub as_group: Vec<String>,
 
-    /// Give up on a request after this long, retries included (0: never for the API server;
-    /// registries: 30s)
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_timeout, allow_hyphen_values = true)]
+    /// Give up on each request after this long, retries included [default: no limit for the
+    /// API server, 30s for registries]
+    #[arg(long, value_name = "DURATION", default_value = "0", hide_default_value = true, value_parser = parse_timeout, allow_hyphen_values = true)]
     pub request_timeout: Timeout,
 
     /// Do not verify the API server's certificate (insecure)
@@ -226,7 +304,7 @@ pub struct PreflightArgs {
     pub kernel: Option<String>,
 
     /// Driver-toolkit image for in-cluster builds (DTK_AUTO), with --kernel
-    #[arg(long, value_name = "IMG", conflicts_with = "release")]
+    #[arg(long, value_name = "IMG", conflicts_with = "release", value_parser = image_reference)]
     pub dtk_image: Option<String>,
 
     /// Check the real-time kernel of the release
@@ -241,7 +319,9 @@ pub struct PreflightArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Stop following after this long and exit 3 (0: never)
+    /// The whole command's deadline, from the first request to the verdict: exit 4 when it
+    /// passes before the object is created, 3 when Modules are still in progress, 1 when one
+    /// already failed (0: none)
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Timeout,
 
@@ -309,7 +389,7 @@ pub struct CheckArgs {
 
     /// Every update the cluster is offered (ClusterVersion availableUpdates and
     /// conditionalUpdates), one row per release
-    #[arg(long, conflicts_with = "kernel")]
+    #[arg(long, conflicts_with_all = ["kernel", "release"])]
     pub updates: bool,
 
     /// Also make the kernel's own load decision for every module file of a Ready Module:
@@ -320,7 +400,7 @@ pub struct CheckArgs {
     pub deep: bool,
 
     /// With --kernel and --deep: the driver-toolkit image that carries those kernels' devel files
-    #[arg(long, value_name = "IMAGE", requires = "kernel")]
+    #[arg(long, value_name = "IMAGE", requires = "kernel", requires = "deep", value_parser = image_reference)]
     pub dtk_image: Option<String>,
 
     /// A kernel to check against, as `uname -r` prints it (repeatable; instead of --release)
@@ -347,12 +427,17 @@ pub struct CheckArgs {
 
     /// Modules (and the Secrets and ConfigMaps they name) from files, a directory or `-`
     /// (stdin) instead of the cluster (repeatable)
-    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", value_hint = ValueHint::AnyPath)]
     pub files: Vec<PathBuf>,
 
     /// Output: a table (`wide`: with each Module's image), or one JSON or YAML object
     #[arg(short = 'o', long, default_value = "table", value_parser = check_format())]
     pub output: ReportFormat,
+
+    /// The whole command's deadline: exit 4 when it passes, or 1 when a Module had already
+    /// failed (what was decided is still reported) (0: none)
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout, allow_hyphen_values = true)]
+    pub timeout: Timeout,
 
     /// Architecture of the nodes: x86_64 (amd64), aarch64 (arm64), ppc64le, s390x (default:
     /// from the kernel's name, else the cluster's nodes)
@@ -390,7 +475,8 @@ pub struct StatusArgs {
     pub kube: KubeArgs,
 }
 
-const DTK_EXAMPLES: &str = "\
+const DTK_HELP: &str = concat!(
+    "\
 Examples:
   # The DTK and kernel of OpenShift 4.19.0 for x86_64
   kubectl kmm dtk --release 4.19.0
@@ -400,7 +486,14 @@ Examples:
 
   # A release by pull spec, from a mirror with its own CA
   kubectl kmm dtk --release mirror.example.com:8443/ocp/release@sha256:<digest> \\
-      --registry-ca mirror-ca.pem --registry-config ~/pull-secret.json";
+      --registry-ca mirror-ca.pem --registry-config ~/pull-secret.json\n\n",
+    "\
+Exit codes:
+  0  the driver-toolkit and its kernel were read
+  2  bad input: a version or pull spec that is malformed or not found (at any mirror), not a
+     release payload, no driver-toolkit in it, a DTK without /etc/driver-toolkit-release.json
+  4  environment: registry unreachable, unauthorized, TLS failure, too slow"
+);
 
 #[derive(Debug, Args)]
 pub struct DtkArgs {
@@ -417,8 +510,8 @@ pub struct DtkArgs {
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Format,
 
-    /// Give up on a registry request after this long, retries included (default 30s)
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_timeout, allow_hyphen_values = true)]
+    /// Give up on each registry request after this long, retries included [default: 30s]
+    #[arg(long, value_name = "DURATION", default_value = "0", hide_default_value = true, value_parser = parse_timeout, allow_hyphen_values = true)]
     pub request_timeout: Timeout,
 
     #[command(flatten)]
@@ -443,7 +536,7 @@ pub struct ReleaseRepoArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct RegistryArgs {
     /// Registry auth file (default: REGISTRY_AUTH_FILE, then podman's and docker's auth files)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub registry_config: Option<PathBuf>,
 
     /// Allow unverified TLS, then plain HTTP, for this registry (repeatable); http://HOST[:PORT]
@@ -452,7 +545,7 @@ pub struct RegistryArgs {
     pub insecure_registry: Vec<String>,
 
     /// Also trust the CA certificates in this PEM file (repeatable)
-    #[arg(long = "registry-ca", value_name = "FILE")]
+    #[arg(long = "registry-ca", value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub registry_ca: Vec<PathBuf>,
 
     /// Neither read nor write the answer cache ($XDG_CACHE_HOME/kubectl-kmm)
@@ -460,18 +553,20 @@ pub struct RegistryArgs {
     pub no_cache: bool,
 
     /// ImageDigestMirrorSets to apply (multi-document YAML, as oc takes it)
-    #[arg(long, value_name = "FILE", conflicts_with = "icsp_file")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, conflicts_with = "icsp_file")]
     pub idms_file: Option<PathBuf>,
 
     /// An ImageContentSourcePolicy to apply (deprecated by IDMS; as oc takes it)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub icsp_file: Option<PathBuf>,
 }
 
 /// kubectl users write flags before the subcommand too (`kubectl kmm --context prod status`):
 /// move what stands between the program name and the subcommand to just after the subcommand,
-/// where clap knows it. Which flags take a value is read from the definitions above.
-pub fn hoist_flags(args: Vec<String>) -> Vec<String> {
+/// where clap knows it. Which flags take a value is read from the definitions above. A flag
+/// the subcommand does not take is an error that says so (clap, seeing it after the
+/// subcommand, would show a usage line of a command line the user never typed).
+pub fn hoist_flags(args: Vec<String>) -> Result<Vec<String>, String> {
     use clap::CommandFactory;
     let command = Cli::command();
     let subcommands: Vec<String> = command
@@ -496,6 +591,7 @@ pub fn hoist_flags(args: Vec<String>) -> Vec<String> {
             }
         }
     }
+    let mut flags = Vec::new();
     let mut i = 1;
     while i < args.len() {
         let token = &args[i];
@@ -503,7 +599,7 @@ pub fn hoist_flags(args: Vec<String>) -> Vec<String> {
             break;
         }
         if token == "--" || !token.starts_with('-') {
-            return args; // not flags followed by a subcommand: leave it to clap
+            return Ok(args); // not flags followed by a subcommand: leave it to clap
         }
         let takes_value = if let Some(long) = token.strip_prefix("--") {
             !long.contains('=') && long_values.contains(long)
@@ -512,15 +608,56 @@ pub fn hoist_flags(args: Vec<String>) -> Vec<String> {
             let first = chars.next();
             chars.next().is_none() && first.is_some_and(|c| short_values.contains(&c))
         };
+        flags.push(token.as_str());
         i += if takes_value { 2 } else { 1 };
     }
     if i >= args.len() || i == 1 {
-        return args;
+        return Ok(args);
+    }
+    let name = &args[i];
+    let takes = |cmd: &clap::Command, flag: &str| -> bool {
+        let mut accepted = cmd.get_arguments().chain(command.get_arguments());
+        match flag.strip_prefix("--") {
+            Some(long) => {
+                let long = long.split('=').next().unwrap_or_default();
+                long == "help"
+                    || accepted.any(|a| {
+                        a.get_long() == Some(long)
+                            || a.get_all_aliases().is_some_and(|al| al.contains(&long))
+                    })
+            }
+            None => {
+                let shorts: Vec<char> = flag.chars().skip(1).collect();
+                let known: Vec<char> = accepted.filter_map(|a| a.get_short()).collect();
+                shorts.iter().all(|c| *c == 'h' || known.contains(c))
+            }
+        }
+    };
+    if let Some(sub) = command.find_subcommand(name) {
+        for flag in &flags {
+            if !takes(sub, flag) {
+                let shown = flag.split('=').next().unwrap_or_default();
+                let others: Vec<&str> = command
+                    .get_subcommands()
+                    .filter(|s| takes(s, flag))
+                    .map(|s| s.get_name())
+                    .collect();
+                let of = if others.is_empty() {
+                    "it is not a flag of kubectl kmm".to_string()
+                } else {
+                    format!("it is a flag of {}", others.join(", "))
+                };
+                return Err(format!(
+                    "{shown} does not apply to `kubectl kmm {}`: {of}",
+                    sub.get_name()
+                ));
+            }
+        }
     }
     let mut hoisted = vec![args[0].clone(), args[i].clone()];
     hoisted.extend_from_slice(&args[1..i]);
     hoisted.extend_from_slice(&args[i + 1..]);
-    hoisted
+    Ok(hoisted)
 }
 
 #[cfg(test)]
@@ -529,7 +666,10 @@ mod tests {
     use clap::CommandFactory;
 
     fn hoisted(line: &str) -> String {
-        hoist_flags(line.split(' ').map(String::from).collect()).join(" ")
+        match hoist_flags(line.split(' ').map(String::from).collect()) {
+            Ok(args) => args.join(" "),
+            Err(e) => format!("error: {e}"),
+        }
     }
 
     #[test]
@@ -553,16 +693,29 @@ mod tests {
         );
         assert_eq!(hoisted("kubectl-kmm --version"), "kubectl-kmm --version");
         assert_eq!(
-            hoisted("kubectl-kmm --context=prod dtk"),
-            "kubectl-kmm dtk --context=prod"
+            hoisted("kubectl-kmm --context=prod check"),
+            "kubectl-kmm check --context=prod"
         );
-        let parsed = Cli::try_parse_from(hoist_flags(
-            "kubectl-kmm --context prod --request-timeout 5s status"
-                .split(' ')
-                .map(String::from)
-                .collect(),
-        ))
+        let parsed = Cli::try_parse_from(
+            hoist_flags(
+                "kubectl-kmm --context prod --request-timeout 5s status"
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+            )
+            .unwrap(),
+        )
         .unwrap();
+        // A flag the subcommand does not take is named, with the subcommands that do.
+        assert_eq!(
+            hoisted("kubectl-kmm --insecure-registry r status"),
+            "error: --insecure-registry does not apply to `kubectl kmm status`: it is a flag \
+             of preflight, check, dtk"
+        );
+        assert_eq!(
+            hoisted("kubectl-kmm -v -o json status"),
+            "kubectl-kmm status -v -o json"
+        );
         let Command::Status(status) = parsed.command else {
             panic!()
         };

@@ -2,7 +2,7 @@
 //! Cobra's completion protocol: one candidate per line (`value\tdescription`), then `:<directive>`.
 //! Candidates come from the clap definitions, so they never drift from the real flags.
 
-use clap::{Arg, Command};
+use clap::{Arg, Command, ValueHint};
 
 /// Cobra's ShellCompDirective values.
 const DEFAULT: u32 = 0;
@@ -20,6 +20,16 @@ fn find_flag<'a>(cmd: &'a Command, word: &str) -> Option<&'a Arg> {
         }) || (name.len() == 2
             && name.starts_with('-')
             && a.get_short().is_some_and(|s| name.ends_with(s)))
+    })
+}
+
+/// `word`'s flag in `cmd`; before the subcommand, a flag of any subcommand (cli::hoist_flags
+/// moves it after the subcommand).
+fn flag_of<'a>(root: &'a Command, cmd: &'a Command, word: &str) -> Option<&'a Arg> {
+    find_flag(cmd, word).or_else(|| {
+        std::ptr::eq(cmd, root)
+            .then(|| root.get_subcommands().find_map(|s| find_flag(s, word)))
+            .flatten()
     })
 }
 
@@ -46,24 +56,27 @@ pub fn complete(root: &Command, words: &[String]) -> (Vec<String>, u32) {
     let mut built = root.clone();
     built.build();
     let mut cmd = &built;
+    let root = &built;
+    let flag = |cmd, word| flag_of(root, cmd, word);
     let mut skip_value = false;
     for word in done {
         if skip_value {
             skip_value = false;
         } else if word.starts_with('-') {
-            skip_value = !word.contains('=') && find_flag(cmd, word).is_some_and(takes_value);
+            skip_value = !word.contains('=') && flag(cmd, word).is_some_and(takes_value);
         } else if let Some(sub) = cmd.find_subcommand(word) {
             cmd = sub;
         }
     }
 
     // The value of the flag just typed.
-    if skip_value && let Some(flag) = done.last().and_then(|w| find_flag(cmd, w)) {
+    if skip_value && let Some(flag) = done.last().and_then(|w| flag(cmd, w)) {
         let values = flag.get_possible_values();
         if values.is_empty() {
+            // Files (and, for -f, directories): the shell's own completion.
             let file = matches!(
-                flag.get_long(),
-                Some("kubeconfig" | "registry-config" | "registry-ca")
+                flag.get_value_hint(),
+                ValueHint::FilePath | ValueHint::AnyPath | ValueHint::DirPath
             );
             return (Vec::new(), if file { DEFAULT } else { NO_FILE_COMPLETION });
         }
@@ -150,6 +163,14 @@ mod tests {
             vec!["aarch64"]
         );
         assert_eq!(run(&["preflight", "--kubeconfig", ""]), (vec![], DEFAULT));
+        assert_eq!(run(&["check", "-f", ""]), (vec![], DEFAULT));
+        assert_eq!(run(&["check", "--registry-ca", ""]), (vec![], DEFAULT));
+        // Before the subcommand too, as kubectl users write them.
+        assert_eq!(run(&["--kubeconfig", ""]), (vec![], DEFAULT));
+        assert_eq!(
+            run(&["--kubeconfig", "k", "st"]),
+            (vec!["status".to_string()], NO_FILE_COMPLETION)
+        );
         assert_eq!(
             run(&["preflight", "--release", ""]),
             (vec![], NO_FILE_COMPLETION)

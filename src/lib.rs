@@ -36,7 +36,14 @@ pub fn main() -> ExitCode {
         return commands::completion::protocol(&args[2..]).into();
     }
 
-    let cli = match cli::Cli::try_parse_from(cli::hoist_flags(args)) {
+    let args = match cli::hoist_flags(args) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitStatus::BadInput.into();
+        }
+    };
+    let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

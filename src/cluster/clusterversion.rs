@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A known risk of a conditional update, as ClusterVersion states it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Risk {
     pub name: String,
     pub message: String,

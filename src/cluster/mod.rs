@@ -46,13 +46,14 @@ pub struct Cluster {
 /// `KUBECONFIG` merged as kubectl merges it: paths in order, the first to set a value wins,
 /// missing files are skipped; `~/.kube/config` when the variable is unset.
 /// A kubeconfig error without the kubeconfig's content: parsers quote the offending line and
-/// values, and a kubeconfig holds tokens. The first line says where; quoted text is masked.
+/// values, and a kubeconfig holds tokens. The first line says where; quoted text is left out.
 fn redacted(e: &(dyn std::error::Error + 'static)) -> String {
-    static QUOTED: std::sync::LazyLock<regex::Regex> =
-        std::sync::LazyLock::new(|| regex::Regex::new(r#""[^"]*"|'[^']*'"#).expect("static regex"));
+    static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"\s*("[^"]*"|'[^']*'|`[^`]*`)"#).expect("static regex")
+    });
     let text = chain(e);
     let first = text.lines().next().unwrap_or_default();
-    QUOTED.replace_all(first, "\"…\"").into_owned()
+    QUOTED.replace_all(first, "").into_owned()
 }
 
 fn load_kubeconfig(explicit: Option<&PathBuf>) -> Result<Kubeconfig> {

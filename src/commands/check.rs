@@ -6,7 +6,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::cli::CheckArgs;
-use crate::cluster::{Cluster, clusterversion, kmm};
+use crate::cluster::clusterversion::{self, Risk};
+use crate::cluster::{Cluster, kmm};
 use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::{
     Checker, Inspected, Lookup, ObjectKind, Objects, Outcome, Plan, Row, Target,
@@ -67,10 +68,27 @@ impl Objects for ClusterObjects {
     }
 }
 
+/// A deadline that passed while the images were checked: its error names the registries the
+/// check was still waiting for.
+pub fn name_waits(error: Error, checker: &Checker) -> Error {
+    match error {
+        Error::DeadlineExceeded { after, step } => {
+            let waiting = checker.waiting_on();
+            let step = if waiting.is_empty() {
+                step
+            } else {
+                format!("{step}, waiting for registry {}", waiting.join(", "))
+            };
+            Error::DeadlineExceeded { after, step }
+        }
+        other => other,
+    }
+}
+
 /// One release to check: how it was named, where its image is, and the risks the cluster knows.
 struct Listed {
     spec: ReleaseSpec,
-    risks: Vec<String>,
+    risks: Vec<Risk>,
 }
 
 /// Everything a check needs that does not depend on the target: the cluster (or files), the
@@ -149,6 +167,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         ));
     }
 
+    let deadline = context::Deadline::new(args.timeout.0);
     // With files no cluster is needed, or contacted.
     let cluster = match &loaded {
         Some(_) => None,
@@ -178,21 +197,26 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
             let _ = cluster.cluster_version().await;
         }
     };
-    let (registries, nodes, values, ()) = tokio::join!(
-        context::registries(
-            cluster_ref,
-            &args.registry,
-            args.kube.request_timeout.0,
-            term,
-        ),
-        context::nodes(cluster_ref, term),
-        listing,
-        cluster_version,
-    );
-    let (registries, nodes, values) = (registries?, nodes?, values?);
+    let (registries, nodes, values) = deadline
+        .bound(term, async {
+            let (registries, nodes, values, ()) = tokio::join!(
+                context::registries(
+                    cluster_ref,
+                    &args.registry,
+                    args.kube.request_timeout.0,
+                    term,
+                ),
+                context::nodes(cluster_ref, term),
+                listing,
+                cluster_version,
+            );
+            Ok((registries?, nodes?, values?))
+        })
+        .await?;
     let cache = Cache::new(args.registry.no_cache);
     term.step_done();
-    let modules = select_modules(&values, &args, loaded.is_some(), term)?;
+    let files = loaded.as_ref().map(|l| l.module_files.as_slice());
+    let modules = select_modules(&values, files, &args, term)?;
     if modules.is_empty() {
         nothing_to_check(&args, loaded.as_ref(), &values, term)?;
     }
@@ -212,10 +236,13 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     };
 
     if args.updates {
-        listed.extend(offered_updates(&setup, term).await?);
+        listed.extend(deadline.bound(term, offered_updates(&setup, term)).await?);
     }
     if args.updates || listed.len() > 1 {
-        return matrix(&setup, &args, listed, &release_repo, term).await;
+        return deadline
+            .bound(term, matrix(&setup, &args, listed, &release_repo, term))
+            .await
+            .map_err(|e| name_waits(e, &setup.checker));
     }
 
     let before = setup.registries.release.transferred();
@@ -223,40 +250,73 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         "checking the images of {} Modules",
         setup.modules.len()
     ));
-    let report = match listed.into_iter().next() {
-        Some(release) => {
-            let answer = context::resolve_release(
-                setup.cluster.as_deref(),
-                setup.nodes.as_deref(),
-                &setup.registries.release,
-                &setup.cache,
-                &release.spec,
-                &release_repo,
-                args.arch,
-                term,
-            )
-            .await?;
-            release_report(&setup, &answer, args.rt).await
-        }
-        None => {
-            let targets = kernel_targets(&args, setup.nodes.as_deref(), term);
-            let rows = setup.checker.check(&setup.modules, &targets).await;
-            CheckReport::new(
-                targets.iter().map(|t| t.kernel.clone()).collect(),
-                None,
-                None,
-                &rows,
-            )
-        }
-    };
+    let checked = deadline
+        .bound(term, async {
+            Ok(match listed.into_iter().next() {
+                Some(release) => {
+                    let (answer, risks) = context::resolve_release(
+                        setup.cluster.as_deref(),
+                        setup.nodes.as_deref(),
+                        &setup.registries.release,
+                        &setup.cache,
+                        &release.spec,
+                        &release_repo,
+                        args.arch,
+                        term,
+                    )
+                    .await?;
+                    let mut report = release_report(&setup, &answer, args.rt).await;
+                    report.risks = risks;
+                    report
+                }
+                None => {
+                    let targets = kernel_targets(&args, setup.nodes.as_deref(), term);
+                    let rows = setup.checker.check(&setup.modules, &targets).await;
+                    CheckReport::new(
+                        targets.iter().map(|t| t.kernel.clone()).collect(),
+                        None,
+                        None,
+                        &rows,
+                    )
+                }
+            })
+        })
+        .await;
     term.step_done();
     report_transfer(
         term,
         setup.registries.release.transferred().since(before),
         setup.checker.inspected(),
     );
+    let report = match checked {
+        Ok(report) => report,
+        Err(e @ Error::DeadlineExceeded { .. }) => {
+            // What was decided before the deadline is still reported, and a failure counts.
+            let report = CheckReport::cut_short(&setup.checker.decided());
+            output::stdout(&report.render(args.output, term.stdout_color()));
+            let error = name_waits(e, &setup.checker);
+            if report.result != Outcome::Failure {
+                return Err(error);
+            }
+            term.error(&error);
+            return Ok(ExitStatus::VerificationFailed);
+        }
+        Err(e) => return Err(e),
+    };
     output::stdout(&report.render(args.output, term.stdout_color()));
+    refused(&report.modules, term);
     Ok(exit_status(&report.modules))
+}
+
+/// Every exit 2 says why on stderr: a Module KMM would refuse has its reason in its row, on
+/// stdout, and here. True when there was one.
+fn refused(rows: &[Row], term: &Term) -> bool {
+    let mut any = false;
+    for row in rows.iter().filter(|r| r.invalid) {
+        term.error_line(&format!("{}/{}: {}", row.namespace, row.name, row.reason));
+        any = true;
+    }
+    any
 }
 
 /// `--kernel`: each kernel once, for the nodes' architecture (`--arch`, else the kernel's own
@@ -334,7 +394,7 @@ async fn offered_updates(setup: &Setup, term: &Term) -> Result<Vec<Listed>> {
         match update.image.parse() {
             Ok(image) => listed.push(Listed {
                 spec: ReleaseSpec::PullSpec(image),
-                risks: update.risks.iter().map(|r| r.name.clone()).collect(),
+                risks: update.risks.clone(),
             }),
             Err(e) => term.warn(&format!(
                 "ClusterVersion offers {} with an unusable image {e}; skipping it",
@@ -380,7 +440,7 @@ async fn matrix(
     let mut releases: Vec<ReleaseEntry> = Vec::new();
     for (release, answer) in listed.iter().zip(resolved) {
         // `--release 4.19.0 --updates` may name a release twice.
-        if let Ok(answer) = &answer
+        if let Ok((answer, _)) = &answer
             && releases.iter().any(|r| r.version == answer.release_version)
         {
             continue;
@@ -390,13 +450,16 @@ async fn matrix(
             ReleaseSpec::PullSpec(image) => image.to_string(),
         };
         releases.push(match answer {
-            Ok(answer) => {
+            Ok((answer, known)) => {
                 let report = release_report(setup, &answer, args.rt).await;
-                ReleaseEntry::checked(
-                    answer.release_version.clone(),
-                    release.risks.clone(),
-                    report,
-                )
+                // An offered update comes with its risks; a version ClusterVersion lists
+                // brings its own.
+                let risks = if release.risks.is_empty() {
+                    known
+                } else {
+                    release.risks.clone()
+                };
+                ReleaseEntry::checked(answer.release_version.clone(), risks, report)
             }
             Err(e) => ReleaseEntry::unresolved(label, release.risks.clone(), &e),
         });
@@ -408,14 +471,21 @@ async fn matrix(
     );
     let matrix = Matrix::new(releases);
     output::stdout(&matrix.render(args.output));
-    Ok(if matrix.newest_safe.is_some() {
-        ExitStatus::Success
-    } else if matrix
-        .releases
-        .iter()
-        .any(|r| r.modules.iter().any(|m| m.invalid))
-    {
+    // A release named wrong, or a Module KMM would refuse, is bad input whatever the others say.
+    let mut bad_input = false;
+    for release in &matrix.releases {
+        if release.bad_input
+            && let Some(error) = &release.error
+        {
+            term.error_line(&format!("release {}: {error}", release.version));
+            bad_input = true;
+        }
+        bad_input |= refused(&release.modules, term);
+    }
+    Ok(if bad_input {
         ExitStatus::BadInput
+    } else if matrix.newest_safe.is_some() {
+        ExitStatus::Success
     } else if matrix
         .releases
         .iter()
@@ -486,19 +556,29 @@ fn nothing_to_check(
 }
 
 /// The Modules to check: by namespace and name, not being deleted, with a module loader.
+/// `files`: the file each of `values` came from, with `-f`.
 fn select_modules(
     values: &[serde_json::Value],
+    files: Option<&[String]>,
     args: &CheckArgs,
-    from_files: bool,
     term: &Term,
 ) -> Result<Vec<Module>> {
+    let from_files = files.is_some();
     let mut modules = Vec::new();
     let mut named = std::collections::BTreeSet::new();
-    for value in values {
+    for (i, value) in values.iter().enumerate() {
         let module = Module::from_value(value).map_err(|reason| {
-            let name = value["metadata"]["name"].as_str().unwrap_or("(unnamed)");
+            let name = format!(
+                "{}/{}",
+                value["metadata"]["namespace"].as_str().unwrap_or_default(),
+                value["metadata"]["name"].as_str().unwrap_or("(unnamed)")
+            );
+            let place = match files.and_then(|f| f.get(i)) {
+                Some(file) => format!(" in {file}"),
+                None => String::new(),
+            };
             Error::invalid(
-                format!("Module {name} cannot be read: {reason}"),
+                format!("Module {name}{place} cannot be read: {reason}"),
                 "fix the Module: it does not match the Module CRD (kmm.sigs.x-k8s.io/v1beta1)",
             )
         })?;
@@ -572,7 +652,7 @@ fn exit_status(rows: &[Row]) -> ExitStatus {
     match Outcome::of(rows) {
         Outcome::Invalid => ExitStatus::BadInput,
         Outcome::Failure => ExitStatus::VerificationFailed,
-        Outcome::Unknown => ExitStatus::Environment,
+        Outcome::Unknown | Outcome::TimedOut => ExitStatus::Environment,
         Outcome::Success | Outcome::NoModules => ExitStatus::Success,
     }
 }

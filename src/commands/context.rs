@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::cli::RegistryArgs;
-use crate::cluster::{Cluster, clusterversion};
+use crate::cluster::Cluster;
+use crate::cluster::clusterversion::{self, Risk};
 use crate::error::{Error, Result};
 use crate::module::kernels::NodeInfo;
 use crate::output::{self, Term};
@@ -177,23 +178,23 @@ pub fn payload(nodes: Option<&[NodeInfo]>, arch: Option<Arch>, term: &Term) -> (
 }
 
 /// The image the cluster itself would upgrade to, when its ClusterVersion lists the version
-/// (digest-pinned); otherwise the tag in the release repository.
+/// (digest-pinned), with the risks it knows of; otherwise the tag in the release repository.
 async fn release_image(
     cluster: Option<&Cluster>,
     spec: &ReleaseSpec,
     release_repo: &ImageRef,
     payload: Payload,
     term: &Term,
-) -> ImageRef {
+) -> (ImageRef, Vec<Risk>) {
     let fallback = spec.image(release_repo, payload);
     let (Some(version), Some(cluster)) = (spec.version(), cluster) else {
-        return fallback;
+        return (fallback, Vec::new());
     };
     let cluster_version = match cluster.cluster_version().await {
         Ok(cv) => cv,
         Err(reason) => {
             term.info(&format!("{reason}; using {fallback}"));
-            return fallback;
+            return (fallback, Vec::new());
         }
     };
     let Some(found) = clusterversion::find_release(&cluster_version, version) else {
@@ -201,7 +202,7 @@ async fn release_image(
             "{version} is not in the cluster's ClusterVersion (desired, availableUpdates, \
              conditionalUpdates, history); using {fallback}"
         ));
-        return fallback;
+        return (fallback, Vec::new());
     };
     for risk in &found.risks {
         term.warn(&format!(
@@ -215,19 +216,20 @@ async fn release_image(
                 "{version}: {} (ClusterVersion {})",
                 found.image, found.found_in
             ));
-            image
+            (image, found.risks)
         }
         Err(e) => {
             term.warn(&format!(
                 "ClusterVersion lists {version} with an unusable image {e}; using {fallback}"
             ));
-            fallback
+            (fallback, found.risks)
         }
     }
 }
 
 /// Release → DTK → kernel, as the cluster would find the release (ClusterVersion digests,
-/// mirrors, pull secret). Says which release image was read.
+/// mirrors, pull secret), with the risks ClusterVersion knows of. Says which release image was
+/// read. The step under way before it is the step again after it.
 #[allow(clippy::too_many_arguments)]
 pub async fn resolve_release(
     cluster: Option<&Cluster>,
@@ -238,15 +240,21 @@ pub async fn resolve_release(
     release_repo: &ImageRef,
     arch: Option<Arch>,
     term: &Term,
-) -> Result<DtkAnswer> {
+) -> Result<(DtkAnswer, Vec<Risk>)> {
     let (payload, platform) = payload(nodes, arch, term);
-    let image = release_image(cluster, spec, release_repo, payload, term).await;
+    let (image, risks) = release_image(cluster, spec, release_repo, payload, term).await;
+    let before = term.current_step();
     term.step(format!(
         "reading release {image} from registry {}",
         image.registry
     ));
-    let (answer, resolution) = release::resolve(registry, cache, &image, platform).await?;
-    term.step_done();
+    let resolved = release::resolve(registry, cache, &image, platform).await;
+    match before {
+        Some(step) => term.step(step),
+        None => term.step_done(),
+    }
+    let (answer, resolution) = resolved?;
+    release::require_arch(&answer, arch)?;
     for warning in &resolution.warnings {
         term.warn(warning);
     }
@@ -255,7 +263,7 @@ pub async fn resolve_release(
         "release {} ({}): {}",
         answer.release_version, answer.architecture, answer.release_image
     ));
-    Ok(answer)
+    Ok((answer, risks))
 }
 
 /// The release's real-time kernel, or why there is none.

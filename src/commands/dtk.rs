@@ -29,6 +29,7 @@ pub async fn run(args: DtkArgs, term: &Term) -> Result<ExitStatus> {
     ));
     let (answer, resolution) = release::resolve(&registry, &cache, &image, arch).await?;
     term.step_done();
+    release::require_arch(&answer, args.arch)?;
     for warning in &resolution.warnings {
         term.warn(warning);
     }

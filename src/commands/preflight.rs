@@ -24,7 +24,7 @@ use crate::output::{self, Term};
 use crate::registry::cache::Cache;
 use crate::release::Arch;
 
-use super::check::Setup;
+use super::check::{self, Setup};
 use super::context;
 
 type Key = (String, String);
@@ -46,6 +46,12 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     }
     if let Some(name) = &args.name {
         kmm::validate_name(name)?;
+    }
+    if args.dry_run != DryRun::None && args.output == ReportFormat::Wide {
+        return Err(Error::invalid(
+            "--dry-run prints the object, which has no wide form",
+            "leave -o out for YAML, or pass -o json or -o name",
+        ));
     }
 
     let deadline = context::Deadline::new(args.timeout.0);
@@ -149,6 +155,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     if checker.is_some() {
         term.step(format!("checking the images of {} Modules", modules.len()));
     }
+    let kept = checker.clone();
     let check = ClientJudge::start(
         checker,
         target.plan.clone(),
@@ -162,7 +169,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         }
         Ok(())
     };
-    let mut judge = deadline
+    let judged = deadline
         .bound(term, async {
             if assessment.existing.is_empty() {
                 let (judge, created) = tokio::join!(check, create);
@@ -175,24 +182,62 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
                 create.await.map(|()| judge)
             }
         })
-        .await?;
+        .await;
     term.step_done();
+    let mut judge = match (judged, kept) {
+        (Ok(judge), _) => judge,
+        (Err(e @ Error::DeadlineExceeded { .. }), Some(checker)) => {
+            // What the client check proved before the deadline is still said.
+            let judge = ClientJudge::with_rows(
+                None,
+                target.plan.clone(),
+                &inputs.kernel_version,
+                &modules,
+                checker.decided(),
+            );
+            let progress = judge.judge(status::evaluate(&judge.refs(), &[]));
+            return cut_short(
+                check::name_waits(e, &checker),
+                &progress,
+                &report(&plan, inputs, "TimedOut", &progress),
+                &inputs.kernel_version,
+                args.output,
+                term,
+            );
+        }
+        (Err(e), _) => return Err(e),
+    };
 
     if args.no_wait {
         // KMM has said nothing yet: what the client check found is all there is.
         let progress = judge.judge(status::evaluate(&judge.refs(), &[]));
-        let report = report(&plan, inputs, "Created", &progress);
+        let (result, what) = match room {
+            Room::Create => ("Created", "created"),
+            Room::Follow => ("Following", "was already there with the same spec"),
+        };
+        let report = report(&plan, inputs, result, &progress);
+        let failed = failure_lines(&progress, &inputs.kernel_version);
         match report.render(args.output) {
-            Some(text) => output::stdout(&text),
-            None => output::stdout(&format!(
-                "{} {name} created for kernel {}.\nFollow it with: kubectl kmm status {name} -w",
-                plan.resource.kind, inputs.kernel_version
-            )),
+            Some(text) => {
+                output::stdout(&text);
+                for line in &failed {
+                    term.say(line.trim_start());
+                }
+            }
+            None => {
+                let mut lines = vec![format!(
+                    "{} {name} {what} for kernel {}.",
+                    plan.resource.kind, inputs.kernel_version
+                )];
+                lines.extend(failed.iter().cloned());
+                lines.push(format!("Follow it with: kubectl kmm status {name} -w"));
+                output::stdout(&lines.join("\n"));
+            }
         }
-        return Ok(if progress.count(State::Failed) > 0 {
-            ExitStatus::VerificationFailed
-        } else {
+        return Ok(if failed.is_empty() {
             ExitStatus::Success
+        } else {
+            ExitStatus::VerificationFailed
         });
     }
 
@@ -223,6 +268,63 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         ));
     }
     Ok(outcome.status)
+}
+
+/// The deadline passed before KMM's object could be followed: what the client check decided
+/// is reported (`report`, or lines for the table) and counted. A Module already failed is
+/// exit 1 (the error still said); otherwise the deadline's error, exit 4.
+fn cut_short(
+    error: Error,
+    progress: &Progress,
+    report: &Report,
+    kernel: &str,
+    format: ReportFormat,
+    term: &Term,
+) -> Result<ExitStatus> {
+    let failed = failure_lines(progress, kernel);
+    let mut report = report.clone();
+    if !failed.is_empty() {
+        report.result = "Failure".into();
+    }
+    match report.render(format) {
+        Some(text) => output::stdout(&text),
+        None => {
+            let decided = progress.rows.iter().filter(|r| r.check.is_some()).count();
+            let mut lines = vec![format!(
+                "Before the deadline the client check decided {decided} of {} Modules.",
+                progress.rows.len()
+            )];
+            lines.extend(failed.iter().cloned());
+            output::stdout(&lines.join("\n"));
+        }
+    }
+    if failed.is_empty() {
+        return Err(error);
+    }
+    term.error(&error);
+    Ok(ExitStatus::VerificationFailed)
+}
+
+/// `N of M Modules failed verification for K:` and a line per failed Module with its reason
+/// (nothing when none failed).
+fn failure_lines(progress: &Progress, kernel: &str) -> Vec<String> {
+    let failed: Vec<&status::Row> = progress
+        .rows
+        .iter()
+        .filter(|r| r.state == State::Failed)
+        .collect();
+    if failed.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "{} of {} Modules failed verification for {kernel}:",
+        failed.len(),
+        progress.rows.len()
+    )];
+    for row in failed {
+        lines.push(format!("  {}/{}: {}", row.namespace, row.name, row.why));
+    }
+    lines
 }
 
 /// The Modules a preflight covers, as the client check reads them.
@@ -335,14 +437,32 @@ impl ClientJudge {
         modules: &[Module],
     ) -> Self {
         let rows = match &checker {
-            Some(checker) => checker.check_jobs(&plan.jobs(modules)).await,
-            None => Vec::new(),
+            Some(checker) => Some(checker.check_jobs(&plan.jobs(modules)).await),
+            None => None,
         };
+        match rows {
+            Some(rows) => Self::with_rows(checker, plan, object_kernel, modules, rows),
+            None => ClientJudge {
+                checker,
+                plan,
+                object_kernel: object_kernel.to_string(),
+                clients: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// The judge of `modules` whose client check gave `rows` (those of a Module without rows
+    /// are not decided yet).
+    fn with_rows(
+        checker: Option<Arc<Checker>>,
+        plan: Plan,
+        object_kernel: &str,
+        modules: &[Module],
+        rows: Vec<CheckRow>,
+    ) -> Self {
         let mut clients: BTreeMap<Key, (Version, Client)> = BTreeMap::new();
-        if checker.is_some() {
-            for m in modules {
-                clients.insert(key_of(m), (version_of(m), Client::default()));
-            }
+        for m in modules {
+            clients.insert(key_of(m), (version_of(m), Client::default()));
         }
         for row in rows {
             if let Some((_, client)) = clients.get_mut(&(row.namespace.clone(), row.name.clone())) {
@@ -557,7 +677,7 @@ async fn release_side(
     };
     let (registries, nodes, cache, answer) = released?;
     let target = match answer {
-        Some(answer) => release_target(args, &answer, nodes.as_deref(), &modules, term)?,
+        Some((answer, _)) => release_target(args, &answer, nodes.as_deref(), &modules, term)?,
         None => {
             let kernel = args.kernel.clone().unwrap_or_default().trim().to_string();
             let goarch = args
@@ -694,7 +814,8 @@ async fn clear(
         cluster.wait_gone(resource, other).await?;
     }
     term.step_done();
-    term.info(&format!("deleted {}", names.join(", ")));
+    let why = if args.replace { " (--replace)" } else { "" };
+    term.say(&format!("deleted {}{why}", names.join(", ")));
     Ok(())
 }
 
@@ -763,16 +884,7 @@ pub async fn follow_to_verdict<J: Judge>(
         .to_string();
     let progress = followed.progress;
     let checked = progress.rows.iter().any(|r| r.check.is_some());
-    let failed: Vec<&status::Row> = progress
-        .rows
-        .iter()
-        .filter(|r| r.state == State::Failed)
-        .collect();
-    let failure_lines = |lines: &mut Vec<String>| {
-        for row in &failed {
-            lines.push(format!("  {}/{}: {}", row.namespace, row.name, row.why));
-        }
-    };
+    let failed = failure_lines(&progress, &kernel);
     let mut lines = Vec::new();
     let (result, status) = match followed.end {
         End::Complete if progress.rows.is_empty() => {
@@ -780,12 +892,7 @@ pub async fn follow_to_verdict<J: Judge>(
             ("NoModules", ExitStatus::Success)
         }
         End::Complete if !failed.is_empty() => {
-            lines.push(format!(
-                "{} of {} Modules failed verification for {kernel}:",
-                failed.len(),
-                progress.rows.len()
-            ));
-            failure_lines(&mut lines);
+            lines.extend(failed.iter().cloned());
             ("Failure", ExitStatus::VerificationFailed)
         }
         End::Complete if progress.count(State::Unknown) > 0 => {
@@ -820,14 +927,7 @@ pub async fn follow_to_verdict<J: Judge>(
                 .map(crate::output::preflight::elapsed)
                 .unwrap_or_default();
             let unfinished: Vec<_> = progress.unfinished().cloned().collect();
-            if !failed.is_empty() {
-                lines.push(format!(
-                    "{} of {} Modules failed verification for {kernel}:",
-                    failed.len(),
-                    progress.rows.len()
-                ));
-                failure_lines(&mut lines);
-            }
+            lines.extend(failed.iter().cloned());
             lines.push(format!(
                 "Timed out after {waited}: {} of {} Modules are still in progress:",
                 unfinished.len(),

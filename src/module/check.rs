@@ -2,7 +2,7 @@
 //! its image as the worker will load it. Read-only; core code (no printing): what it wants to say
 //! goes through `notify`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -337,6 +337,11 @@ pub struct Checker {
     deep: bool,
     kernels: Mutex<HashMap<(String, String, String), KernelCell>>,
     deep_bytes: Arc<AtomicU64>,
+    /// Every row decided so far, in the order decided: what a deadline leaves proven.
+    decided: Mutex<Vec<Row>>,
+    /// Reads under way per registry host. A read the deadline cut off stays counted: the
+    /// registry it was waiting for is then named.
+    waiting: Mutex<BTreeMap<String, usize>>,
 }
 
 /// Totals for `-v` and the benchmark: distinct images inspected and their compressed size, and
@@ -378,7 +383,39 @@ impl Checker {
             deep: false,
             kernels: Mutex::default(),
             deep_bytes: Arc::new(AtomicU64::new(0)),
+            decided: Mutex::default(),
+            waiting: Mutex::default(),
         }
+    }
+
+    /// The rows decided so far (the last one of each Module and kernel), as `check_jobs`
+    /// would order them: by Module, then kernel.
+    pub fn decided(&self) -> Vec<Row> {
+        let mut latest: BTreeMap<(String, String, String), Row> = BTreeMap::new();
+        for row in lock(&self.decided).iter() {
+            let key = (row.namespace.clone(), row.name.clone(), row.kernel.clone());
+            latest.insert(key, row.clone());
+        }
+        latest.into_values().collect()
+    }
+
+    /// The registries with reads under way (or cut off by a deadline), sorted.
+    pub fn waiting_on(&self) -> Vec<String> {
+        lock(&self.waiting)
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(host, _)| host.clone())
+            .collect()
+    }
+
+    /// `read`, counted as waiting on `registry` until it ends (and for good if it never does).
+    async fn waiting_for<T>(&self, registry: &str, read: impl Future<Output = T>) -> T {
+        *lock(&self.waiting).entry(registry.to_string()).or_default() += 1;
+        let answer = read.await;
+        if let Some(n) = lock(&self.waiting).get_mut(registry) {
+            *n = n.saturating_sub(1);
+        }
+        answer
     }
 
     /// `--deep`.
@@ -414,6 +451,7 @@ impl Checker {
                 if let Some(note) = &job.note {
                     row.reason = format!("{} ({note})", row.reason);
                 }
+                lock(&self.decided).push(row.clone());
                 (i, row)
             })
             .buffer_unordered(self.concurrency)
@@ -599,7 +637,8 @@ impl Checker {
         };
         let key = (dtk.clone(), target.kernel.clone(), target.goarch.clone());
         let cell = lock(&self.kernels).entry(key).or_default().clone();
-        cell.get_or_init(|| self.read_kernel(dtk, target))
+        let host = dtk.split('/').next().unwrap_or_default().to_string();
+        cell.get_or_init(|| self.waiting_for(&host, self.read_kernel(dtk.clone(), target)))
             .await
             .clone()
     }
@@ -1007,7 +1046,10 @@ impl Checker {
         };
         let cell = lock(&self.images).entry(key).or_default().clone();
         cell.get_or_init(|| async {
-            let state = self.inspect(image, tls, wanted, goarch, access).await;
+            let host = image.split('/').next().unwrap_or(image);
+            let state = self
+                .waiting_for(host, self.inspect(image, tls, wanted, goarch, access))
+                .await;
             match (&state, &access.note) {
                 (ImageState::Unknown(reason), Some(note)) => {
                     ImageState::Unknown(format!("{reason} ({note})"))
@@ -1258,6 +1300,8 @@ pub enum Outcome {
     Success,
     /// Nothing was checked: there was no Module.
     NoModules,
+    /// The deadline passed before every Module was checked (none of those checked failed).
+    TimedOut,
 }
 
 impl Outcome {

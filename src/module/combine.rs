@@ -83,27 +83,22 @@ pub fn combine(mut kmm: KmmRow, client: Option<&Client>, object_kernel: &str) ->
             kmm.state = State::Failed;
             kmm.why = other_kernel(&row.reason);
         }
-        Verdict::Failed => match kmm.state {
-            State::Verified => {
-                kmm.state = State::Failed;
-                kmm.why = format!(
+        // What a node would not load fails at once: KMM's word cannot change that.
+        Verdict::Failed => {
+            kmm.why = match kmm.state {
+                State::Verified => format!(
                     "KMM's preflight passed it, but {}: the node would not load it",
                     row.reason
-                );
-            }
-            State::Failed => {
-                kmm.why = format!("{}; the client check: {}", kmm.reason, row.reason);
-            }
-            _ if kmm_said_no(&kmm) => {
-                kmm.state = State::Failed;
-                kmm.why = format!(
+                ),
+                State::Failed => format!("{}; the client check: {}", kmm.reason, row.reason),
+                _ if kmm_said_no(&kmm) => format!(
                     "{}: the node would not load it (KMM: {})",
                     row.reason, kmm.reason
-                );
-            }
-            // Waiting for KMM's word; the CHECK column already says Failed.
-            _ => {}
-        },
+                ),
+                _ => format!("{}: the node would not load it", row.reason),
+            };
+            kmm.state = State::Failed;
+        }
         Verdict::Unknown if on_object_kernel => {
             kmm.why = format!(
                 "{} (the client check could not run: {})",
@@ -189,7 +184,12 @@ mod tests {
             Some(&check(K, Verdict::Failed, missing, false)),
             K,
         );
-        assert_eq!(waiting.state, State::InProgress, "KMM's word is awaited");
+        assert_eq!(waiting.state, State::Failed, "KMM's word is not awaited");
+        assert_eq!(
+            waiting.why,
+            format!("{missing}: the node would not load it")
+        );
+        assert_eq!(waiting.status, "InProgress", "KMM's entry is still shown");
         let passed = combine(
             kmm("Success", "Done", "verified image exists"),
             Some(&check(K, Verdict::Failed, missing, false)),

@@ -36,6 +36,8 @@ pub fn registry_entries(secret: &SecretData) -> Result<AuthEntries, String> {
 pub struct Loaded {
     /// Module objects, with their namespace filled in.
     pub modules: Vec<Value>,
+    /// The file (or `stdin`) each of `modules` came from.
+    pub module_files: Vec<String>,
     pub secrets: BTreeMap<(String, String), SecretData>,
     pub config_maps: BTreeMap<(String, String), ()>,
     /// `Kind/name` of objects that are neither, for `-v`.
@@ -114,6 +116,7 @@ impl Loaded {
                     return Err(format!("{label}: a Module has no metadata.name"));
                 }
                 self.modules.push(object);
+                self.module_files.push(label.to_string());
             }
             "Secret" => {
                 let secret = decode_secret(&object, label)?;

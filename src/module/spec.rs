@@ -171,10 +171,15 @@ pub struct LocalRef {
 
 impl Module {
     /// Parse a Module object; the error names the field serde stumbled on.
+    /// The Module in `value`, or what is wrong and where (`spec.selector: invalid type: …`).
     pub fn from_value(value: &Value) -> Result<Module, String> {
-        serde_json::from_value(value.clone()).map_err(|e| {
-            // serde's message may quote a value; the path and type are what help here.
-            e.to_string()
+        serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            }
         })
     }
 

@@ -4,6 +4,7 @@ use console::Style;
 use serde::Serialize;
 
 use super::{ReportFormat, to_json, to_yaml};
+use crate::cluster::clusterversion::Risk;
 use crate::module::check::{Outcome, Row, Summary, Verdict};
 
 #[derive(Debug, Clone, Serialize)]
@@ -12,6 +13,8 @@ pub struct CheckReport {
     pub kernels: Vec<String>,
     pub release_image: Option<String>,
     pub dtk_image: Option<String>,
+    /// The known risks of the release, when ClusterVersion offers it as a conditional update.
+    pub risks: Vec<Risk>,
     /// Success, Failure, Unknown, Invalid, or NoModules (nothing was checked).
     pub result: Outcome,
     pub modules: Vec<Row>,
@@ -29,10 +32,23 @@ impl CheckReport {
             kernels,
             release_image,
             dtk_image,
+            risks: Vec::new(),
             result: Outcome::of(rows),
             modules: rows.to_vec(),
             summary: Summary::of(rows),
         }
+    }
+
+    /// What was decided before a deadline: `Failure` when a row failed, else `TimedOut`.
+    pub fn cut_short(rows: &[Row]) -> Self {
+        let mut kernels: Vec<String> = rows.iter().map(|r| r.kernel.clone()).collect();
+        kernels.sort();
+        kernels.dedup();
+        let mut report = CheckReport::new(kernels, None, None, rows);
+        if report.result != Outcome::Failure {
+            report.result = Outcome::TimedOut;
+        }
+        report
     }
 
     /// `name` is not offered for `check` (cli::check_format); were it asked for, the table.
@@ -48,7 +64,10 @@ impl CheckReport {
     /// NAMESPACE, MODULE, KERNEL, (wide: IMAGE,) VERDICT, REASON.
     fn table(&self, color: bool, wide: bool) -> String {
         if self.modules.is_empty() {
-            return "No KMM Module to check: nothing was checked.".into();
+            return match self.result {
+                Outcome::TimedOut => "No Module was checked before the deadline.".into(),
+                _ => "No KMM Module to check: nothing was checked.".into(),
+            };
         }
         let mut header = vec!["NAMESPACE", "MODULE", "KERNEL"];
         if wide {
@@ -83,6 +102,9 @@ impl CheckReport {
             }
         });
         lines.push(self.summary_line());
+        if self.result == Outcome::TimedOut {
+            lines.push("The deadline passed before every Module was checked.".into());
+        }
         lines.join("\n")
     }
 
@@ -133,8 +155,8 @@ pub fn version_key(version: &str) -> (Vec<u64>, bool, String) {
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseEntry {
     pub version: String,
-    /// Risks of a conditional update (names).
-    pub risks: Vec<String>,
+    /// Risks of a conditional update.
+    pub risks: Vec<Risk>,
     /// Every Module is Ready, WillBuild or WillSign for every kernel its nodes boot.
     pub safe: bool,
     pub kernels: Vec<String>,
@@ -145,10 +167,13 @@ pub struct ReleaseEntry {
     /// Why the release could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The release could not be read because it was named wrong (not found, not a payload).
+    #[serde(skip)]
+    pub bad_input: bool,
 }
 
 impl ReleaseEntry {
-    pub fn checked(version: String, risks: Vec<String>, report: CheckReport) -> Self {
+    pub fn checked(version: String, risks: Vec<Risk>, report: CheckReport) -> Self {
         ReleaseEntry {
             safe: report.modules.iter().all(|m| m.verdict.is_ok()),
             version,
@@ -159,10 +184,11 @@ impl ReleaseEntry {
             modules: report.modules,
             summary: report.summary,
             error: None,
+            bad_input: false,
         }
     }
 
-    pub fn unresolved(version: String, risks: Vec<String>, error: &crate::error::Error) -> Self {
+    pub fn unresolved(version: String, risks: Vec<Risk>, error: &crate::error::Error) -> Self {
         ReleaseEntry {
             version,
             risks,
@@ -173,6 +199,7 @@ impl ReleaseEntry {
             modules: Vec::new(),
             summary: Summary::default(),
             error: Some(error.to_string()),
+            bad_input: error.exit_status() == crate::error::ExitStatus::BadInput,
         }
     }
 
@@ -242,8 +269,16 @@ impl Matrix {
                 },
                 if r.risks.is_empty() {
                     "-".into()
+                } else if wide {
+                    let detail: Vec<String> = r
+                        .risks
+                        .iter()
+                        .map(|k| format!("{}: {} ({})", k.name, k.message, k.url))
+                        .collect();
+                    detail.join("; ")
                 } else {
-                    r.risks.join(", ")
+                    let names: Vec<&str> = r.risks.iter().map(|k| k.name.as_str()).collect();
+                    names.join(", ")
                 },
                 match &r.error {
                     Some(_) => "-".into(),
@@ -331,6 +366,7 @@ mod tests {
                 "modules",
                 "releaseImage",
                 "result",
+                "risks",
                 "summary"
             ]
         );
@@ -357,7 +393,11 @@ mod tests {
             ),
             ReleaseEntry::checked(
                 "4.19.10".into(),
-                vec!["SomeRisk".into()],
+                vec![Risk {
+                    name: "SomeRisk".into(),
+                    message: "it may break".into(),
+                    url: "https://example.com/r".into(),
+                }],
                 report(vec![row("mlx5", Verdict::Failed, "x")]),
             ),
             ReleaseEntry::checked(

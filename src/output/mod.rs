@@ -18,6 +18,8 @@ use crate::registry::{Notice, Notifier};
 /// `-o` for commands whose default is human-readable text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Lines for people (also spelt `table`, as the other subcommands call it)
+    #[value(alias = "table")]
     Text,
     Json,
     Yaml,
@@ -84,12 +86,18 @@ impl Term {
     }
 
     pub fn error(&self, error: &Error) {
-        let label = self.style(Style::new().red().bold()).apply_to("error:");
-        self.stderr_line(&format!("{label} {error}"));
+        self.error_line(&error.to_string());
         if let Some(hint) = error.hint() {
             let label = self.style(Style::new().cyan()).apply_to("hint:");
             self.stderr_line(&format!("  {label} {hint}"));
         }
+    }
+
+    /// An `error:` line on stderr (for one of several errors; `error` for the one that ends
+    /// the run).
+    pub fn error_line(&self, message: &str) {
+        let label = self.style(Style::new().red().bold()).apply_to("error:");
+        self.stderr_line(&format!("{label} {message}"));
     }
 
     pub fn warn(&self, message: &str) {

@@ -280,6 +280,25 @@ async fn read_dtk(
     Ok((release, dtk_manifest.total_size(), dtk_is_list))
 }
 
+/// `--arch` asked for one architecture, and a single-architecture payload of another is not
+/// that release: it is bad input, not a warning (without `--arch`, the payload's own
+/// architecture is taken and said).
+pub fn require_arch(answer: &DtkAnswer, asked: Option<Arch>) -> Result<()> {
+    match asked {
+        Some(asked) if answer.architecture != asked.rpm() => Err(Error::invalid(
+            format!(
+                "{} is a single-architecture {} release, not {asked}",
+                answer.release_image, answer.architecture
+            ),
+            format!(
+                "give the {asked} (or multi) payload's pull spec, or leave --arch out to use {}",
+                answer.architecture
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Resolve a release image to its DTK and kernel. `image` may be a tag or a digest reference.
 pub async fn resolve(
     registry: &Registry,

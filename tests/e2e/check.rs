@@ -966,6 +966,25 @@ async fn every_exit_code_and_bad_input() {
         "{}",
         run.stdout
     );
+    // Every exit 2 says why on stderr, not only in the table.
+    run.expect_stderr(
+        "error: default/bad: KMM refuses this Module: kernelMappings[0].regexp \"(5.14\" does not compile",
+    );
+    // A Module of the wrong shape: the file and the field.
+    let shapeless = w.ctx.write(
+        "shapeless.yaml",
+        "apiVersion: kmm.sigs.x-k8s.io/v1beta1\nkind: Module\nmetadata: {name: s, namespace: nic}\n\
+         spec: {selector: {}, moduleLoader: {container: {kernelMappings: [{literal: 5}]}}}\n",
+    );
+    let run = w
+        .check(&["--kernel", K, "-f", &shapeless.display().to_string()])
+        .await
+        .expect_code(2);
+    run.expect_stderr(&format!(
+        "Module nic/s in {} cannot be read: spec.moduleLoader.container.kernelMappings[0].literal: \
+         invalid type: integer `5`, expected a string",
+        shapeless.display()
+    ));
 
     // 2: files that are not YAML, kernels KMM refuses, Modules that do not exist, flags.
     let broken = w
@@ -1454,7 +1473,25 @@ async fn the_update_matrix_names_the_newest_safe_release() {
     assert_eq!(releases.len(), 3);
     assert_eq!(releases[0]["safe"], false);
     assert_eq!(releases[0]["modules"][0]["verdict"], "Failed");
-    assert_eq!(releases[1]["risks"], json!(["DualStackNeedsController"]));
+    assert_eq!(
+        releases[1]["risks"],
+        json!([{"name": "DualStackNeedsController", "message": "m", "url": "https://example.com/risk"}])
+    );
+    // -o wide: the risk's message and URL.
+    let run = w.check(&["--updates", "-o", "wide"]).await.expect_code(0);
+    run.expect_stdout("DualStackNeedsController: m (https://example.com/risk)");
+    // One release the cluster offers with a risk: the risk is in its report too.
+    let run = w
+        .check(&["--release", "4.19.2", "-o", "json"])
+        .await
+        .expect_code(0);
+    assert_eq!(run.json()["risks"][0]["name"], "DualStackNeedsController");
+    run.expect_stderr("4.19.2 is a conditional update with risk DualStackNeedsController");
+    // --updates is the list the cluster offers: a --release beside it is refused.
+    w.check(&["--updates", "--release", "4.19.2"])
+        .await
+        .expect_code(2)
+        .expect_stderr("'--updates' cannot be used with '--release");
     for key in ["kernels", "releaseImage", "dtkImage", "modules", "summary"] {
         assert!(releases[1].get(key).is_some(), "{key} in {:#}", releases[1]);
     }
@@ -1470,6 +1507,20 @@ async fn the_update_matrix_names_the_newest_safe_release() {
     ])
     .await
     .expect_code(2);
+    // A release that does not exist, beside one that is safe: bad input, said on stderr.
+    let repo = format!("{}/ocp/release", w.registry.addr);
+    let run = w
+        .check(&[
+            "--release",
+            "4.19.2",
+            "--release",
+            "4.19.9",
+            "--release-repo",
+            &repo,
+        ])
+        .await
+        .expect_code(2);
+    run.expect_stderr("error: release 4.19.9: ");
     let run = w
         .ctx
         .run(&[

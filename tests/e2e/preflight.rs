@@ -146,9 +146,15 @@ async fn a_failed_module_exits_1_naming_it() {
         "{}",
         run.stdout
     );
+    // The client check proved nvme-of would not be built (its Dockerfile's ConfigMap is
+    // missing): final at once, whatever KMM says later.
     assert!(
         run.stdout
-            .contains("  storage/nvme-of: verified image does not exist and build/sign failed")
+            .lines()
+            .any(|l| l.starts_with("  storage/nvme-of: ")
+                && l.contains("ConfigMap storage/kmod-dockerfile, does not exist")),
+        "{}",
+        run.stdout
     );
     let json = c
         .preflight(&["--replace", "-o", "json"])
@@ -359,7 +365,7 @@ async fn a_kernel_and_dtk_image_without_a_release() {
             "--kernel",
             kernel,
             "--dtk-image",
-            "quay.io/example/dtk@sha256:1234",
+            "quay.io/example/dtk@sha256:1212121212121212121212121212121212121212121212121212121212121212",
             "--push-built-image",
             "-o",
             "json",
@@ -372,7 +378,7 @@ async fn a_kernel_and_dtk_image_without_a_release() {
     let body = creates(&c)[0].body.clone().unwrap();
     assert_eq!(
         body["spec"],
-        json!({"kernelVersion": kernel, "dtkImage": "quay.io/example/dtk@sha256:1234", "pushBuiltImage": true})
+        json!({"kernelVersion": kernel, "dtkImage": "quay.io/example/dtk@sha256:1212121212121212121212121212121212121212121212121212121212121212", "pushBuiltImage": true})
     );
 
     // On KMM 2.3 the OpenShift object needs a release: a PreflightValidation instead, said so.
@@ -451,8 +457,35 @@ async fn bad_input_exits_2_before_anything_is_created() {
             "'--kernel <KVER>' cannot be used with '--rt'",
         ),
         (
-            vec!["preflight", "--release", VERSION, "--dtk-image", "x"],
+            vec![
+                "preflight",
+                "--release",
+                VERSION,
+                "--dtk-image",
+                "quay.io/x/dtk:1",
+            ],
             "'--release <VERSION|PULLSPEC>' cannot be used with '--dtk-image <IMG>'",
+        ),
+        (
+            vec![
+                "preflight",
+                "--kernel",
+                "5.14.0-1.el9.x86_64",
+                "--dtk-image",
+                "x",
+            ],
+            "not an image reference",
+        ),
+        (
+            vec![
+                "preflight",
+                "--release",
+                VERSION,
+                "--dry-run=client",
+                "-o",
+                "wide",
+            ],
+            "--dry-run prints the object, which has no wide form",
         ),
         (vec!["preflight"], "--release <VERSION|PULLSPEC>"),
         (
@@ -474,6 +507,25 @@ async fn bad_input_exits_2_before_anything_is_created() {
             run.stderr
         );
         assert!(!run.stderr.contains("panicked"));
+    }
+    // --arch asks for one architecture; a single-architecture payload of another is not it
+    // (as dtk says too), whether named by pull spec or found in ClusterVersion.
+    let single = c.release.release.reference.clone();
+    for command in ["preflight", "check", "dtk"] {
+        let run = c
+            .ctx
+            .run(&[
+                command,
+                "--release",
+                &single,
+                "--arch",
+                "s390x",
+                "--insecure-registry",
+                &r,
+            ])
+            .await
+            .expect_code(2);
+        run.expect_stderr("is a single-architecture x86_64 release, not s390x");
     }
     assert!(creates(&c).is_empty());
 }
@@ -520,6 +572,30 @@ async fn no_wait_then_cleanup() {
     assert_eq!(json["modules"][0]["check"]["verdict"], "Ready");
     assert!(c.pvo("preflight-4-19-0").is_some());
     assert!(!c.api.requests().iter().any(|r| r.verb == "watch"));
+    // Again: the object of the same spec is there, and is not said to be created.
+    let run = c.preflight(&["--no-wait"]).await.expect_code(0);
+    run.expect_stdout(&format!(
+        "PreflightValidationOCP preflight-4-19-0 was already there with the same spec for kernel {}.",
+        c.kernel()
+    ));
+    assert!(!run.stdout.contains("created"), "{}", run.stdout);
+    let json = c
+        .preflight(&["--no-wait", "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(json["result"], "Following");
+    // A Module the client check already failed: exit 1, and which one and why.
+    c.module("edge", "can-bus", false, false).await;
+    let run = c.preflight(&["--no-wait"]).await.expect_code(1);
+    run.expect_stdout("1 of 2 Modules failed verification for ")
+        .expect_stdout("  edge/can-bus: image ");
+    let run = c
+        .preflight(&["--no-wait", "-o", "json"])
+        .await
+        .expect_code(1);
+    run.expect_stderr("edge/can-bus: image ");
+    c.api.delete_module("edge", "can-bus");
 
     let run = c
         .preflight(&["--replace", "--cleanup"])
@@ -563,7 +639,7 @@ async fn existing_preflights_are_never_replaced_silently() {
     assert!(creates(&c).is_empty());
 
     // --replace deletes, waits until the object is really gone (its finalizer holds it), creates.
-    let run = while_running(c.preflight(&["--replace", "-v"]), async {
+    let run = while_running(c.preflight(&["--replace"]), async {
         c.api
             .wait_for_request(|r| r.verb == "delete" && r.name == "last-week")
             .await;
@@ -581,7 +657,9 @@ async fn existing_preflights_are_never_replaced_silently() {
             .clear_finalizers(GROUP, "PreflightValidationOCP", "last-week");
     })
     .await;
-    run.expect_code(0);
+    // What was deleted is said without -v.
+    run.expect_code(0)
+        .expect_stderr("note: deleted PreflightValidationOCP/last-week (--replace)");
     assert!(c.pvo("last-week").is_none());
     assert!(c.pvo("preflight-4-19-0").is_some());
 

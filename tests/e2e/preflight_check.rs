@@ -305,7 +305,8 @@ async fn an_unreachable_module_registry_leaves_kmms_verdict() {
 }
 
 /// A Module edited while followed is checked again: here its image is fixed, and the run ends
-/// verified once KMM agrees.
+/// verified once KMM agrees. (A failed check is final at once, so a second Module, waiting for
+/// KMM, keeps the run going while the first is edited.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_module_edited_while_followed_is_checked_again() {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -315,6 +316,8 @@ async fn a_module_edited_while_followed_is_checked_again() {
     push_module_image(&c, "fixed", &kernel, &kernel).await;
     c.api
         .add_module("nic", "mlx5", module_spec(&image_of(&c, "stale"), false));
+    c.api
+        .add_module("gpu", "keeper", module_spec(&image_of(&c, "fixed"), false));
     // KMM holds back until the edit has been checked.
     c.operator().pause();
     let mut child = c.ctx.spawn(&c.preflight_args(&["--timeout", "5m"]));

@@ -774,3 +774,87 @@ async fn the_object_is_created_while_the_images_are_checked() {
     );
     run.expect_stderr("while checking the images of 1 Modules");
 }
+
+/// A deadline that passes while the client check waits on a Module's registry keeps what was
+/// proven: the Module already failed is reported and decides the exit code (1, not 4), and the
+/// error names the registry waited for. Without a failure it is exit 4, and the JSON says
+/// `TimedOut`, never `Success`. A terminal sees the check's progress line meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadline_during_the_client_check_keeps_what_was_proven() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    let stalled = Stalled::start().await;
+    // can-bus: its image is missing and it has no build, which fails at once; hung: its
+    // registry never answers.
+    c.module("edge", "can-bus", false, false).await;
+    c.api.add_module(
+        "nic",
+        "hung",
+        module_spec(&format!("{}/vendor/hung:v1", stalled.addr), false),
+    );
+    let waiting = format!("waiting for registry {}", stalled.addr);
+
+    let run = ends_within(
+        Duration::from_secs(4),
+        c.preflight(&["--timeout", "4s", "-o", "json"]),
+    )
+    .await
+    .expect_code(1);
+    run.expect_stderr("gave up after 4s (--timeout) while checking the images of 2 Modules")
+        .expect_stderr(&waiting);
+    let report = run.json();
+    assert_eq!(report["result"], "Failure", "{report:#}");
+    let module = |name: &str| {
+        report["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {report:#}"))
+    };
+    assert_eq!(module("can-bus")["result"], "Failed");
+    assert!(module("hung").get("check").is_none(), "{report:#}");
+
+    let mut check = vec!["check", "--release", VERSION, "--timeout", "4s"];
+    check.extend(["--insecure-registry", &c.registry.addr]);
+    let run = ends_within(
+        Duration::from_secs(4),
+        c.ctx.run(&[&check[..], &["-o", "json"]].concat()),
+    )
+    .await
+    .expect_code(1);
+    run.expect_stderr(&waiting);
+    let report = run.json();
+    assert_eq!(report["result"], "Failure", "{report:#}");
+    assert_eq!(report["summary"]["failed"], 1, "{report:#}");
+    assert_eq!(report["modules"][0]["name"], "can-bus", "{report:#}");
+
+    // Only the Module that hangs: nothing proven, exit 4, TimedOut.
+    let run = ends_within(
+        Duration::from_secs(4),
+        c.ctx.run(&[&check[..], &["-o", "json", "hung"]].concat()),
+    )
+    .await
+    .expect_code(4);
+    run.expect_stderr(&waiting);
+    assert_eq!(run.json()["result"], "TimedOut");
+
+    // At a terminal the check says what it waits for, after the release has been read.
+    let pty = Pty::spawn(&c.ctx, &[&check[..], &["hung"]].concat(), 20, 200);
+    pty.wait_for("the check's spinner line", |t| {
+        t.rows()
+            .iter()
+            .any(|r| r.contains("checking the images of 1 Modules") && r.ends_with("s)"))
+    })
+    .await;
+    let (code, terminal) = pty.finish().await;
+    assert_eq!(code, 4, "{}", terminal.screen());
+    assert!(
+        terminal
+            .rows()
+            .iter()
+            .any(|r| r.contains("No Module was checked before the deadline.")),
+        "{}",
+        terminal.screen()
+    );
+}

@@ -135,7 +135,16 @@ async fn failures_missing_names_and_old_eras() {
     let failing = TestCluster::start(Kmm::Ocp24).await;
     failing.operator().configure(|o| o.builds_succeed = false);
     failing.module("storage", "nvme-of", false, true).await;
+    // The client check fails nvme-of at once (its build's ConfigMap is missing); KMM's own
+    // word comes later, and `status -w` waits for it.
     failing.preflight(&[]).await.expect_code(1);
+    let json = failing
+        .ctx
+        .run(&["status", NAME, "-w", "-o", "json"])
+        .await
+        .expect_code(1)
+        .json();
+    assert_eq!(json["result"], "Failure");
     let json = failing
         .ctx
         .run(&["status", NAME, "-o", "json"])
