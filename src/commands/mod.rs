@@ -17,13 +17,81 @@ use crate::registry::mirrors::{self, Mirrors};
 use crate::registry::{self, Proxy, Registry, RegistryOptions};
 
 pub async fn run(cli: Cli, term: &Term) -> Result<ExitStatus> {
-    match cli.command {
-        Command::Preflight(args) => preflight::run(*args, term).await,
-        Command::Check(args) => check::run(*args, term).await,
-        Command::Status(args) => status::run(args, term).await,
-        Command::Dtk(args) => dtk::run(args, term).await,
-        Command::Version(args) => version::run(args),
-        Command::Completion(args) => completion::run(args),
+    let work = async {
+        match cli.command {
+            Command::Preflight(args) => preflight::run(*args, term).await,
+            Command::Check(args) => check::run(*args, term).await,
+            Command::Status(args) => status::run(args, term).await,
+            Command::Dtk(args) => dtk::run(args, term).await,
+            Command::Version(args) => version::run(args),
+            Command::Completion(args) => completion::run(args),
+        }
+    };
+    tokio::pin!(work);
+    // Ctrl-C ends the run here, with the spinner line taken off the screen, unless the live
+    // view is following (it stops following and says how to resume).
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            () = interrupt::signal() => {
+                if !interrupt::is_taken() {
+                    term.step_done();
+                    term.error_line("interrupted (Ctrl-C)");
+                    return Ok(ExitStatus::Interrupted);
+                }
+            }
+        }
+    }
+}
+
+/// Ctrl-C as one event that any part of the run can wait for.
+pub mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::sync::Notify;
+
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    static NOTIFY: Notify = Notify::const_new();
+
+    /// The next Ctrl-C (never, if its handler cannot be installed), told to every waiter.
+    pub(super) async fn signal() {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        SEEN.store(true, Ordering::SeqCst);
+        NOTIFY.notify_waiters();
+    }
+
+    pub(super) fn is_taken() -> bool {
+        TAKEN.load(Ordering::SeqCst)
+    }
+
+    /// While the guard lives, Ctrl-C is the holder's to handle (`wait` says when it came).
+    pub struct Taken(());
+
+    pub fn take() -> Taken {
+        TAKEN.store(true, Ordering::SeqCst);
+        Taken(())
+    }
+
+    impl Drop for Taken {
+        fn drop(&mut self) {
+            TAKEN.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Resolves once Ctrl-C has been pressed (at once if it already was).
+    pub async fn wait() {
+        loop {
+            let notified = NOTIFY.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if SEEN.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -843,13 +843,6 @@ pub struct Outcome {
     pub progress: Progress,
 }
 
-/// Ctrl-C, or never if the handler cannot be installed.
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Follow `name` with the live view, then print the verdict. Shared with `status -w`.
 #[allow(clippy::too_many_arguments)]
 pub async fn follow_to_verdict<J: Judge>(
@@ -863,12 +856,13 @@ pub async fn follow_to_verdict<J: Judge>(
     judge: &mut J,
 ) -> Result<Outcome> {
     let mut live = Live::new(format, term, header);
+    let _ctrl_c = super::interrupt::take();
     let followed = follow::follow(
         cluster,
         resource,
         name,
         deadline.remaining(),
-        ctrl_c(),
+        super::interrupt::wait(),
         judge,
         |step| match step {
             Step::Changed { progress, .. } => live.changed(progress),

@@ -858,3 +858,35 @@ async fn a_deadline_during_the_client_check_keeps_what_was_proven() {
         terminal.screen()
     );
 }
+
+/// Ctrl-C while the spinner shows what the plugin waits for: the line goes, the run ends with
+/// 130 and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_the_spinner_leaves_no_line_behind() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    let stalled = Stalled::start().await;
+    let release = stalled_release(&stalled);
+    let args = stalled_preflight(&stalled, &release, "60s");
+    let mut pty = Pty::spawn(&c.ctx, &args, 20, 200);
+    let waiting = format!("reading release {release} from registry {}", stalled.addr);
+    pty.wait_for("the spinner line", |t| {
+        t.rows()
+            .iter()
+            .any(|r| r.contains(&waiting) && r.ends_with("s)"))
+    })
+    .await;
+    pty.type_keys("\x03");
+    let (code, terminal) = pty.finish().await;
+    assert_eq!(code, 130, "{}", terminal.screen());
+    let rows = terminal.rows();
+    assert!(
+        !rows.iter().any(|r| r.contains(&waiting)),
+        "the spinner line is gone: {}",
+        terminal.screen()
+    );
+    assert!(
+        rows.iter().any(|r| r == "error: interrupted (Ctrl-C)"),
+        "{}",
+        terminal.screen()
+    );
+}
