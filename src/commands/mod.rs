@@ -4,6 +4,7 @@ pub mod check;
 pub mod completion;
 pub mod context;
 pub mod dtk;
+pub mod judge;
 pub mod preflight;
 pub mod status;
 pub mod version;
