@@ -191,6 +191,9 @@ Examples:
   # Every preflight in the cluster
   kubectl kmm status
 
+  # One preflight, KMM's word and the client check together
+  kubectl kmm status preflight-4-19-0 --check
+
   # One preflight, followed until it completes
   kubectl kmm status preflight-4-19-0 -w\n\n",
     "\
@@ -471,6 +474,19 @@ pub struct StatusArgs {
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: ReportFormat,
 
+    /// Add the client check of `kubectl kmm check` for each preflight's kernel to KMM's word,
+    /// as `preflight` does (without it: KMM's word only)
+    #[arg(long)]
+    pub check: bool,
+
+    /// With --check: also the kernel's own load decision for every module file (--deep of
+    /// `kubectl kmm check`, against the preflight's driver-toolkit)
+    #[arg(long, requires = "check")]
+    pub deep: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -708,9 +724,8 @@ mod tests {
         .unwrap();
         // A flag the subcommand does not take is named, with the subcommands that do.
         assert_eq!(
-            hoisted("kubectl-kmm --insecure-registry r status"),
-            "error: --insecure-registry does not apply to `kubectl kmm status`: it is a flag \
-             of preflight, check, dtk"
+            hoisted("kubectl-kmm --replace status"),
+            "error: --replace does not apply to `kubectl kmm status`: it is a flag of preflight"
         );
         assert_eq!(
             hoisted("kubectl-kmm -v -o json status"),

@@ -1,21 +1,37 @@
-//! `kubectl kmm status [NAME] [-w]`: existing preflights, with the same display as `preflight`.
+//! `kubectl kmm status [NAME] [-w] [--check]`: existing preflights, with the same display as
+//! `preflight`. KMM's word only, unless `--check` adds the client check for each preflight's
+//! kernel.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::check::Setup;
+use super::context::{self, Deadline};
+use super::judge::{ClientJudge, checked_modules};
 use super::preflight::follow_to_verdict;
 use crate::cli::StatusArgs;
 use crate::cluster::Cluster;
-use crate::cluster::follow::KmmOnly;
+use crate::cluster::follow::{Judge, KmmOnly};
 use crate::cluster::kmm::{KmmApi, Resource};
 use crate::cluster::status::{self, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
+use crate::module::check::{Checker, Plan, Target};
+use crate::module::kernels::NodeInfo;
+use crate::module::spec::Module;
 use crate::output::ReportFormat;
 use crate::output::preflight::{self as view, Report};
 use crate::output::{self, Term};
+use crate::registry::cache::Cache;
+use crate::release::{self, Arch, ReleaseSpec};
+
+/// Said under the tables when the client check did not run.
+const KMM_ONLY: &str = "KMM's word only: KMM 2.4+ passes an image that holds no module for the \
+                        kernel; --check adds the client check.";
 
 pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
-    let deadline = super::context::Deadline::new(args.watch.then_some(args.timeout.0).flatten());
-    let cluster = Cluster::connect(&super::cluster_options(&args.kube)).await?;
+    let deadline = Deadline::new(args.watch.then_some(args.timeout.0).flatten());
+    let cluster = Arc::new(Cluster::connect(&super::cluster_options(&args.kube)).await?);
     term.step(format!("reading KMM's CRDs from {}", cluster.server));
     let api = deadline.bound(term, cluster.detect_kmm()).await?;
     let modules = deadline
@@ -25,18 +41,37 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
         Some(name) => vec![deadline.bound(term, find(&cluster, &api, name)).await?],
         None => deadline.bound(term, preflights(&cluster, &api)).await?,
     };
+    let client = match args.check {
+        true => Some(
+            deadline
+                .bound(
+                    term,
+                    ClientSide::new(&cluster, &args, modules.as_deref(), term),
+                )
+                .await?,
+        ),
+        false => None,
+    };
     term.step_done();
     if args.watch {
-        return watch(&cluster, found, deadline, &args, term).await;
+        return watch(&cluster, found, deadline, &args, client.as_ref(), term).await;
     }
-    let checked: Vec<(Progress, Report)> = found
-        .iter()
-        .map(|(resource, object)| {
-            let progress = status::progress_of(object, modules.as_deref());
-            let report = report_of(resource, object, snapshot_result(&progress).0, &progress);
-            (progress, report)
-        })
-        .collect();
+    let mut checked: Vec<(Progress, Report)> = Vec::new();
+    for (resource, object) in &found {
+        let kmm = status::progress_of(object, modules.as_deref());
+        let progress = match &client {
+            Some(client) => {
+                let judge = deadline.bound(term, client.judge(object, term)).await?;
+                judge.judge(kmm)
+            }
+            None => kmm,
+        };
+        let report = report_of(resource, object, snapshot_result(&progress).0, &progress);
+        checked.push((progress, report));
+    }
+    term.step_done();
+    let note =
+        (client.is_none() && args.output.is_table() && !found.is_empty()).then_some(KMM_ONLY);
     match (&args.name, args.output) {
         (Some(_), ReportFormat::Table | ReportFormat::Wide) => {
             let (progress, report) = &checked[0];
@@ -53,6 +88,7 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
                 args.output == ReportFormat::Wide,
             ));
             lines.push(format!("{} ({})", view::summary(progress), report.result));
+            lines.extend(note.map(str::to_string));
             output::stdout(&lines.join("\n"));
             Ok(snapshot_result(progress).1)
         }
@@ -63,8 +99,139 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
         }
         (None, format) => {
             print_list(&found, &checked, format);
+            if let Some(note) = note {
+                output::stdout(note);
+            }
             Ok(ExitStatus::Success)
         }
+    }
+}
+
+/// What `--check` needs: the registries as the nodes reach them, the Modules, and a checker.
+struct ClientSide {
+    cluster: Arc<Cluster>,
+    checker: Arc<Checker>,
+    modules: Vec<Module>,
+    nodes: Option<Vec<NodeInfo>>,
+    registries: context::Registries,
+    cache: Cache,
+}
+
+impl ClientSide {
+    async fn new(
+        cluster: &Arc<Cluster>,
+        args: &StatusArgs,
+        modules: Option<&[Value]>,
+        term: &Term,
+    ) -> Result<ClientSide> {
+        let Some(values) = modules else {
+            return Err(Error::Forbidden {
+                detail: "--check checks the Modules, and listing them is forbidden".into(),
+            });
+        };
+        term.step(format!(
+            "reading the nodes, pull secret and image mirrors of {}",
+            cluster.server
+        ));
+        let (registries, nodes) = tokio::join!(
+            context::registries(
+                Some(cluster),
+                &args.registry,
+                args.kube.request_timeout.0,
+                term
+            ),
+            context::nodes(Some(cluster), term),
+        );
+        let (registries, nodes) = (registries?, nodes?);
+        let cache = Cache::new(args.registry.no_cache);
+        let checker = Setup::checker(
+            &registries.modules,
+            &cache,
+            Setup::cluster_objects(cluster.clone()),
+            term,
+            args.deep,
+        );
+        Ok(ClientSide {
+            cluster: cluster.clone(),
+            checker,
+            modules: checked_modules(values, term),
+            nodes,
+            registries,
+            cache,
+        })
+    }
+
+    /// The judge of `object`: every Module checked against the kernel the preflight carries
+    /// (KMM ≥ 2.4: its kernelVersion and dtkImage; earlier: its releaseImage's kernel).
+    async fn judge(&self, object: &Value, term: &Term) -> Result<ClientJudge> {
+        let spec = &object["spec"];
+        let (kernel, plan) = match (
+            spec["kernelVersion"].as_str(),
+            spec["releaseImage"].as_str(),
+        ) {
+            (Some(kernel), _) => {
+                let goarch = release::dtk::kernel_arch(kernel)
+                    .and_then(Arch::from_rpm)
+                    .unwrap_or_else(|| context::payload(self.nodes.as_deref(), None, term).1)
+                    .goarch()
+                    .to_string();
+                let target = Target {
+                    kernel: kernel.to_string(),
+                    goarch,
+                    dtk: spec["dtkImage"].as_str().map(str::to_string),
+                };
+                (kernel.to_string(), Plan::Kernels(vec![target]))
+            }
+            (None, Some(image)) => {
+                let image = image.parse().map_err(|e| {
+                    Error::invalid(
+                        format!("the preflight's releaseImage is not an image reference: {e}"),
+                        "status --check reads the release the preflight names",
+                    )
+                })?;
+                let (answer, _) = context::resolve_release(
+                    Some(&self.cluster),
+                    self.nodes.as_deref(),
+                    &self.registries.release,
+                    &self.cache,
+                    &ReleaseSpec::PullSpec(image),
+                    &release::parse_release_repo(None)?,
+                    None,
+                    term,
+                )
+                .await?;
+                let rt = spec["useRTKernel"].as_bool().unwrap_or(false);
+                let kernel = match rt {
+                    true => context::rt_kernel(&answer)?,
+                    false => answer.kernel_version.clone(),
+                };
+                let goarch = Arch::from_rpm(&answer.architecture)
+                    .unwrap_or(Arch::X86_64)
+                    .goarch()
+                    .to_string();
+                let plan = Plan::Release {
+                    nodes: self.nodes.clone(),
+                    streams: answer.streams.clone(),
+                    goarch,
+                    force_rt: rt,
+                };
+                (kernel, plan)
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    format!(
+                        "{} names neither a kernelVersion nor a releaseImage",
+                        object["metadata"]["name"].as_str().unwrap_or_default()
+                    ),
+                    "status --check checks the Modules against the preflight's kernel",
+                ));
+            }
+        };
+        term.step(format!(
+            "checking the images of {} Modules",
+            self.modules.len()
+        ));
+        Ok(ClientJudge::start(Some(self.checker.clone()), plan, &kernel, &self.modules).await)
     }
 }
 
@@ -73,8 +240,9 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
 async fn watch(
     cluster: &Cluster,
     found: Vec<(Resource, Value)>,
-    deadline: super::context::Deadline,
+    deadline: Deadline,
     args: &StatusArgs,
+    client: Option<&ClientSide>,
     term: &Term,
 ) -> Result<ExitStatus> {
     let single = args.name.is_some();
@@ -108,17 +276,36 @@ async fn watch(
             output::stdout("");
         }
         let header = format!("{} {name}: {}", resource.kind, target(object));
-        let outcome = follow_to_verdict(
-            cluster,
-            resource,
-            name,
-            deadline,
-            args.output,
-            term,
-            header,
-            &mut KmmOnly,
-        )
-        .await?;
+        let outcome = match client {
+            Some(client) => {
+                let mut judge = deadline.bound(term, client.judge(object, term)).await?;
+                term.step_done();
+                follow_to_verdict(
+                    cluster,
+                    resource,
+                    name,
+                    deadline,
+                    args.output,
+                    term,
+                    header,
+                    &mut judge,
+                )
+                .await?
+            }
+            None => {
+                follow_to_verdict(
+                    cluster,
+                    resource,
+                    name,
+                    deadline,
+                    args.output,
+                    term,
+                    header,
+                    &mut KmmOnly,
+                )
+                .await?
+            }
+        };
         reports.push(report_of(
             resource,
             object,

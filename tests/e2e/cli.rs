@@ -111,14 +111,10 @@ async fn help_explains_every_verdict_and_exit_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn flags_in_the_wrong_place_say_so() {
     let ctx = Context::new();
-    let run = ctx
-        .kubectl(&["kmm", "--insecure-registry", "r.example.com", "status"])
-        .await
-        .expect_code(2);
+    let run = ctx.kubectl(&["kmm", "--rt", "status"]).await.expect_code(2);
     assert_eq!(
         run.stderr.trim(),
-        "error: --insecure-registry does not apply to `kubectl kmm status`: it is a flag of \
-         preflight, check, dtk"
+        "error: --rt does not apply to `kubectl kmm status`: it is a flag of preflight, check"
     );
     // `table` is what the other commands call their default: dtk takes it too.
     let run = ctx

@@ -5,40 +5,10 @@ use crate::support;
 
 use serde_json::json;
 use support::apiserver::Kmm;
-use support::cluster::{TestCluster, VERSION, module_spec, resolved};
+use support::cluster::{OLD_KERNEL as OLD, TestCluster, VERSION, module_spec, resolved};
 use support::fixtures::{KERNEL_10, push_release, push_two_stream_release};
 use support::images::{self, Flavor, Image, Pusher};
 use support::kmod::{Ko, Tree, base_layer, simple_image};
-
-const OLD: &str = "5.14.0-427.50.1.el9_4.x86_64";
-
-fn image_of(c: &TestCluster, name: &str) -> String {
-    format!("{}/vendor/{name}:${{KERNEL_FULL_VERSION}}", c.registry.addr)
-}
-
-/// Push `vendor/<name>` tagged for `kernel` holding `module` built for `built_for`, and tell the
-/// operator that the image exists (and, when it is not built for `kernel`, that KMM ≤ 2.3 would
-/// not find the module in it).
-async fn push_module_image(c: &TestCluster, name: &str, kernel: &str, built_for: &str) {
-    let image = resolved(&image_of(c, name), kernel);
-    let tag = image
-        .rsplit_once(':')
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default();
-    Pusher::new(&c.registry)
-        .push_image(
-            &format!("vendor/{name}"),
-            Some(&tag),
-            &simple_image("kmod", built_for),
-        )
-        .await;
-    c.operator().configure(|o| {
-        o.images.insert(image.clone());
-        if built_for != kernel {
-            o.without_module.insert(image.clone());
-        }
-    });
-}
 
 /// The Module whose image exists but holds the old kernel's modules: KMM ≥ 2.4 passes it (it
 /// only pulls the image), the plugin fails it; KMM ≤ 2.3 finds it out too, and retries forever,
@@ -49,9 +19,9 @@ async fn what_kmm_passes_but_a_node_would_not_load_fails_in_every_era() {
         let c = TestCluster::start(kmm).await;
         let kernel = c.kernel().to_string();
         c.module("gpu-operator", "nvidia-gpu", true, false).await;
-        push_module_image(&c, "stale", &kernel, OLD).await;
+        c.push_vendor_image("stale", &kernel, OLD).await;
         c.api
-            .add_module("nic", "stale", module_spec(&image_of(&c, "stale"), false));
+            .add_module("nic", "stale", module_spec(&c.vendor_image("stale"), false));
         let run = c.preflight(&["--timeout", "5m", "-o", "json"]).await;
         let run = run.expect_code(1);
         let json = run.json();
@@ -141,11 +111,11 @@ async fn an_rt_only_module_on_rt_nodes_is_decided_by_the_check() {
     let kernel = c.kernel().to_string();
     let rt = format!("{kernel}+rt");
     c.module("gpu-operator", "nvidia-gpu", true, false).await;
-    push_module_image(&c, "rtmod", &rt, &rt).await;
-    let mut spec = module_spec(&image_of(&c, "rtmod"), false);
+    c.push_vendor_image("rtmod", &rt, &rt).await;
+    let mut spec = module_spec(&c.vendor_image("rtmod"), false);
     spec["selector"] = json!({"feature.node.kubernetes.io/rt": "true"});
     spec["moduleLoader"]["container"]["kernelMappings"] =
-        json!([{"regexp": "\\+rt$", "containerImage": image_of(&c, "rtmod")}]);
+        json!([{"regexp": "\\+rt$", "containerImage": c.vendor_image("rtmod")}]);
     c.api.add_module("edge", "rtmod", spec);
 
     let run = c.preflight(&["-o", "json"]).await.expect_code(0);
@@ -211,7 +181,7 @@ async fn a_64k_node_and_a_rhel_10_node() {
         }
     };
     for kernel in [arm.kernel.clone(), k64.clone()] {
-        let image = resolved(&image_of(&c, "armmod"), &kernel);
+        let image = resolved(&c.vendor_image("armmod"), &kernel);
         let tag = image.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap();
         pusher
             .push_image("vendor/armmod", Some(&tag), &arm_image(&kernel))
@@ -220,8 +190,11 @@ async fn a_64k_node_and_a_rhel_10_node() {
             o.images.insert(image.clone());
         });
     }
-    c.api
-        .add_module("nic", "armmod", module_spec(&image_of(&c, "armmod"), false));
+    c.api.add_module(
+        "nic",
+        "armmod",
+        module_spec(&c.vendor_image("armmod"), false),
+    );
     let run = c.preflight(&["-o", "json"]).await.expect_code(0);
     let json = run.json();
     assert_eq!(json["kernelVersion"], arm.kernel.as_str());
@@ -236,12 +209,13 @@ async fn a_64k_node_and_a_rhel_10_node() {
         "6.12.0-40.el10.x86_64",
         &[("os", "10")],
     );
-    push_module_image(&c, "tenmod", KERNEL_10, KERNEL_10).await;
-    let mut spec = module_spec(&image_of(&c, "tenmod"), false);
+    c.push_vendor_image("tenmod", KERNEL_10, KERNEL_10).await;
+    let mut spec = module_spec(&c.vendor_image("tenmod"), false);
     spec["selector"] = json!({"os": "10"});
     c.api.add_module("nic", "tenmod", spec);
-    push_module_image(&c, "ninemod", &two.kernel, &two.kernel).await;
-    let mut nine = module_spec(&image_of(&c, "ninemod"), false);
+    c.push_vendor_image("ninemod", &two.kernel, &two.kernel)
+        .await;
+    let mut nine = module_spec(&c.vendor_image("ninemod"), false);
     nine["selector"] =
         json!({"node-role.kubernetes.io/worker": "", "kubernetes.io/hostname": "none"});
     c.api.add_module("nic", "ninemod", nine);
@@ -312,12 +286,15 @@ async fn a_module_edited_while_followed_is_checked_again() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let c = TestCluster::start(Kmm::Ocp24).await;
     let kernel = c.kernel().to_string();
-    push_module_image(&c, "stale", &kernel, OLD).await;
-    push_module_image(&c, "fixed", &kernel, &kernel).await;
+    c.push_vendor_image("stale", &kernel, OLD).await;
+    c.push_vendor_image("fixed", &kernel, &kernel).await;
     c.api
-        .add_module("nic", "mlx5", module_spec(&image_of(&c, "stale"), false));
-    c.api
-        .add_module("gpu", "keeper", module_spec(&image_of(&c, "fixed"), false));
+        .add_module("nic", "mlx5", module_spec(&c.vendor_image("stale"), false));
+    c.api.add_module(
+        "gpu",
+        "keeper",
+        module_spec(&c.vendor_image("fixed"), false),
+    );
     // KMM holds back until the edit has been checked.
     c.operator().pause();
     let mut child = c.ctx.spawn(&c.preflight_args(&["--timeout", "5m"]));
@@ -335,7 +312,7 @@ async fn a_module_edited_while_followed_is_checked_again() {
     };
     until("nic/mlx5 (waiting), check Failed", &mut seen).await;
     c.api
-        .update_module("nic", "mlx5", module_spec(&image_of(&c, "fixed"), false));
+        .update_module("nic", "mlx5", module_spec(&c.vendor_image("fixed"), false));
     until("check Ready", &mut seen).await;
     c.operator().resume();
     until("nic/mlx5 Success (Done), check Ready", &mut seen).await;

@@ -4,7 +4,7 @@ use crate::support;
 
 use serde_json::Value;
 use support::apiserver::Kmm;
-use support::cluster::TestCluster;
+use support::cluster::{OLD_KERNEL, TestCluster, module_spec};
 
 const NAME: &str = "preflight-4-19-0";
 
@@ -91,8 +91,9 @@ async fn show_follow_and_list() {
     // The list: the PreflightValidationOCP, not the PreflightValidation KMM made for it.
     let run = c.ctx.run(&["status"]).await.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
     assert!(lines[0].starts_with("KIND"), "{}", run.stdout);
+    assert!(lines[2].starts_with("KMM's word only"), "{}", run.stdout);
     assert!(lines[1].contains(&format!("PreflightValidationOCP  {NAME}  kernel {}  2 verified, 0 failed, 0 in progress  Success", c.kernel())), "{}", run.stdout);
     let list = c.ctx.run(&["status", "-o", "yaml"]).await.expect_code(0);
     let list: Value = serde_yaml_ng::from_str(&list.stdout).unwrap();
@@ -152,4 +153,73 @@ async fn failures_missing_names_and_old_eras() {
         .expect_code(1)
         .json();
     assert_eq!(json["result"], "Failure");
+}
+
+/// `status` shows KMM's word, and says so; `--check` adds the client check, which fails the
+/// Module whose image holds only the old kernel's modules, where KMM 2.4 verified it.
+#[tokio::test(flavor = "multi_thread")]
+async fn kmm_s_word_only_unless_check() {
+    let c = TestCluster::start(Kmm::Ocp24).await;
+    let kernel = c.kernel().to_string();
+    c.push_vendor_image("stale", &kernel, OLD_KERNEL).await;
+    c.api.add_module(
+        "storage",
+        "nvme-of",
+        module_spec(&c.vendor_image("stale"), false),
+    );
+    c.preflight(&["--no-client-check"]).await.expect_code(0);
+
+    let run = c.ctx.run(&["status", NAME]).await.expect_code(0);
+    run.expect_stdout("storage    nvme-of  Success")
+        .expect_stdout("KMM's word only: KMM 2.4+ passes an image that holds no module");
+    let run = c
+        .ctx
+        .run(&[
+            "status",
+            NAME,
+            "--check",
+            "--insecure-registry",
+            &c.registry.addr,
+        ])
+        .await
+        .expect_code(1);
+    run.expect_stdout("Failed").expect_stdout(&format!(
+        "KMM's preflight passed it, but no /opt/lib/modules/{kernel}/"
+    ));
+    assert!(!run.stdout.contains("KMM's word only"), "{}", run.stdout);
+    let json = c
+        .ctx
+        .run(&[
+            "status",
+            NAME,
+            "--check",
+            "--insecure-registry",
+            &c.registry.addr,
+            "-o",
+            "json",
+        ])
+        .await
+        .expect_code(1)
+        .json();
+    assert_eq!(json["result"], "Failure");
+    assert_eq!(json["modules"][0]["check"]["verdict"], "Failed");
+    // The list, and following, with the check too.
+    let run = c
+        .ctx
+        .run(&["status", "--check", "--insecure-registry", &c.registry.addr])
+        .await
+        .expect_code(0);
+    run.expect_stdout("0 verified, 1 failed");
+    c.ctx
+        .run(&[
+            "status",
+            NAME,
+            "-w",
+            "--check",
+            "--insecure-registry",
+            &c.registry.addr,
+        ])
+        .await
+        .expect_code(1)
+        .expect_stdout("1 of 1 Modules failed verification");
 }

@@ -13,6 +13,8 @@ use super::registry::TestRegistry;
 use super::{Context, Run};
 
 pub const VERSION: &str = "4.19.0";
+/// The kernel the cluster's nodes run before the upgrade (RHEL 9.4).
+pub const OLD_KERNEL: &str = "5.14.0-427.50.1.el9_4.x86_64";
 
 pub struct TestCluster {
     pub registry: TestRegistry,
@@ -145,6 +147,38 @@ impl TestCluster {
         }
         self.api
             .add_module(namespace, name, module_spec(&image, build));
+    }
+
+    /// `<registry>/vendor/<name>:${KERNEL_FULL_VERSION}`, as a Module names its image.
+    pub fn vendor_image(&self, name: &str) -> String {
+        format!(
+            "{}/vendor/{name}:${{KERNEL_FULL_VERSION}}",
+            self.registry.addr
+        )
+    }
+
+    /// Push `vendor/<name>` tagged for `kernel` holding a module built for `built_for`, and
+    /// tell the operator that the image exists (and, when it is not built for `kernel`, that
+    /// KMM ≤ 2.3 would not find the module in it).
+    pub async fn push_vendor_image(&self, name: &str, kernel: &str, built_for: &str) {
+        let image = resolved(&self.vendor_image(name), kernel);
+        let tag = image
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        Pusher::new(&self.registry)
+            .push_image(
+                &format!("vendor/{name}"),
+                Some(&tag),
+                &simple_image("kmod", built_for),
+            )
+            .await;
+        self.operator().configure(|o| {
+            o.images.insert(image.clone());
+            if built_for != kernel {
+                o.without_module.insert(image.clone());
+            }
+        });
     }
 
     /// `preflight --release 4.19.0 --insecure-registry <registry> <extra…>`: the arguments.
