@@ -8,7 +8,7 @@ use support::apiserver::Kmm;
 use support::cluster::{OLD_KERNEL as OLD, TestCluster, VERSION, module_spec, resolved};
 use support::fixtures::{KERNEL_10, push_release, push_two_stream_release};
 use support::images::{self, Flavor, Image, Pusher};
-use support::kmod::{Ko, Tree, base_layer, simple_image};
+use support::kmod::{Ko, Tree, base_layer};
 
 /// The Module whose image exists but holds the old kernel's modules: KMM ≥ 2.4 passes it (it
 /// only pulls the image), the plugin fails it; KMM ≤ 2.3 finds it out too, and retries forever,
