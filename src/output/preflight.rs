@@ -330,15 +330,20 @@ impl Live {
                 .sum();
             taken.min(usize::from(rows).saturating_sub(1))
         };
+        // Each line overwrites the old one and erases what is left of it; only below the new
+        // frame is the rest of the screen erased. Erasing the screen from its top-left corner
+        // (as `ESC [J` there would) makes tmux push the whole screen into its history, a copy
+        // of the frame per redraw.
         let mut out = String::new();
         if up > 0 {
             out.push_str(&format!("\x1b[{up}A"));
         }
-        out.push_str("\r\x1b[J");
+        out.push('\r');
         for line in &lines {
             out.push_str(line);
-            out.push('\n');
+            out.push_str("\x1b[K\n");
         }
+        out.push_str("\x1b[J");
         super::write_stdout_raw(&out);
         self.drawn = lines;
         self.size = (rows, columns);
@@ -424,7 +429,8 @@ impl Live {
             return;
         }
         if self.mode == Mode::Table && !self.drawn.is_empty() {
-            super::write_stdout_raw(&format!("\x1b[{}A\r\x1b[J", self.drawn.len()));
+            // The notice takes the frame's first line; the frame is drawn again under it.
+            super::write_stdout_raw(&format!("\x1b[{}A\r\x1b[2K", self.drawn.len()));
             self.drawn.clear();
             term.info(text);
             self.redraw();

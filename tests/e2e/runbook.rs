@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use support::apiserver::{Kmm, Recorded};
 use support::cluster::{TestCluster, VERSION, module_spec, resolved};
 use support::pty::Pty;
+use support::tmux::Tmux;
 use support::{Run, Stalled};
 
 const GROUP: &str = "kmm.sigs.x-k8s.io";
@@ -889,4 +890,32 @@ async fn ctrl_c_during_the_spinner_leaves_no_line_behind() {
         "{}",
         terminal.screen()
     );
+}
+
+/// tmux keeps what leaves its screen in a history, and a redraw that erases the screen from its
+/// top-left corner pushes the whole screen there (scroll-on-clear). The live view, redrawn
+/// every second and on every change, leaves at most one frame there however long it runs:
+/// here a few seconds of redraws, then the final report under the last frame.
+#[tokio::test(flavor = "multi_thread")]
+async fn tmux_keeps_no_copies_of_the_live_view() {
+    let c = forty_modules().await;
+    let args = c.preflight_args(&["--no-client-check", "--timeout", "6s"]);
+    let tmux = Tmux::run(&c.ctx, &args, 10, 100);
+    let tmux = tokio::task::spawn_blocking(move || {
+        let code = tmux.wait();
+        (code, tmux)
+    })
+    .await
+    .unwrap();
+    let (code, tmux) = tmux;
+    let mut kept = tmux.history();
+    kept.extend(tmux.screen());
+    assert_eq!(code, 3, "{}", kept.join("\n"));
+    assert_eq!(
+        count(&kept, "NAMESPACE"),
+        1,
+        "one frame in tmux's history and on its screen:\n{}",
+        kept.join("\n")
+    );
+    assert_eq!(count(&kept, "Timed out after 6s"), 1, "{}", kept.join("\n"));
 }

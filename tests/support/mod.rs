@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod pty;
 pub mod registry;
 pub mod relay;
+pub mod tmux;
 pub mod tokens;
 pub mod wine;
 
@@ -225,15 +226,24 @@ impl Context {
     /// and a PATH of `path_prefix` (the plugin's directory, for kubectl's plugin discovery)
     /// and the test tools only (`isolated_path`). A test's own `env("PATH", …)` wins.
     pub fn prepare(&self, command: &mut tokio::process::Command, path_prefix: Option<&Path>) {
+        self.prepare_std(command.as_std_mut());
+        if let Some(prefix) = path_prefix
+            && !self.envs.iter().any(|(k, _)| k == "PATH")
+        {
+            command.env("PATH", isolated_path(&[prefix]));
+        }
+        command.kill_on_drop(true);
+    }
+
+    /// The same for a `std` command, with the test tools alone on PATH.
+    pub fn prepare_std(&self, command: &mut std::process::Command) {
         for var in SCRUBBED {
             command.env_remove(var);
         }
-        let prefix: Vec<&Path> = path_prefix.into_iter().collect();
-        command.env("PATH", isolated_path(&prefix));
+        command.env("PATH", isolated_path(&[]));
         for (k, v) in &self.envs {
             command.env(k, v);
         }
-        command.kill_on_drop(true);
     }
 
     /// Run the plugin binary directly.
