@@ -1,19 +1,19 @@
-//! Try `kubectl kmm` without a cluster: `./scripts/try-it [check] [--modules N] [--keep] [flags]`.
+//! Try `kubectl kmm` without a cluster: `./scripts/try-it [check|status|dtk] [--modules N]
+//! [--keep] [flags]` (`./scripts/try-it --help` says it all).
 //!
 //! Starts the test peers — Debian's docker-registry holding an OpenShift 4.19.0 payload, its
-//! driver-toolkit and kmod images built with gcc and depmod, the test API server with KMM 2.4's
-//! CRDs, two nodes and the Modules, and the simulated KMM operator — then runs
-//! `kubectl kmm preflight --release 4.19.0` (or `check`) through kubectl on your terminal, and
-//! stops the peers when it ends (with its exit code), or with `--keep` when you press Ctrl-C.
-//! Its ClusterVersion offers 4.19.0 and, with a risk, 4.19.1 (`./scripts/try-it check --updates`).
-//! While it runs, `kubectl` pointed at the kubeconfig it prints sees the same cluster
-//! (`kubectl get preflightvalidationsocp`).
+//! driver-toolkit (with the kernel's `Module.symvers` and an in-tree module, so that `--deep`
+//! decides for real) and kmod images built with gcc and depmod, the test API server with KMM
+//! 2.4's CRDs, two nodes and the Modules, and the simulated KMM operator — then runs
+//! `kubectl kmm preflight --release 4.19.0` (or `check`, `status`, `dtk`) through kubectl on
+//! your terminal, and stops the peers when it ends (with its exit code), or with `--keep` when
+//! you press Ctrl-C. Its ClusterVersion offers 4.19.0 and, with a risk, 4.19.1
+//! (`./scripts/try-it check --updates`). While it runs, `kubectl` pointed at the kubeconfig it
+//! prints sees the same cluster (`kubectl get preflightvalidationsocp`).
 //!
-//! The Modules: nvidia-gpu's image holds its module for the new kernel; mlx5's image is missing
-//! and its build section has its ConfigMap; nvme-of's image exists but holds modules for the
-//! old kernel only (KMM 2.4's preflight passes it, the client check does not); can-bus's image
-//! is missing and it has no build (KMM 2.4 would wait for it forever). `--modules N` takes the
-//! first N of those, and past four adds Modules whose images are fine (`vendor-05`, …).
+//! The registry keeps its port from run to run when it is free, and the plugin's cache lives in
+//! `target/try-it/cache`: a second run reads what the first one cached (`-v` says how little
+//! it fetched).
 //!
 //! The plugin is `KMM_SANDBOX_PLUGIN` when set (scripts/try-it sets it to an installed or
 //! already built binary), else the one built beside this example.
@@ -21,32 +21,26 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use serde_json::json;
-use support::apiserver::Kmm;
-use support::cluster::{TestCluster, VERSION, module_spec, resolved};
-use support::fixtures::push_release;
-use support::images::Pusher;
-use support::kmod::simple_image;
-
-const OLD_KERNEL: &str = "5.14.0-427.50.1.el9_4.x86_64";
+use support::cluster::VERSION;
+use support::registry::TestRegistry;
 
 /// The sandbox's own options, taken out of the arguments; the rest go to the plugin.
 struct Options {
     modules: usize,
     keep: bool,
-    plugin: std::path::PathBuf,
+    plugin: PathBuf,
     extra: Vec<String>,
 }
 
 fn options() -> Result<Options, String> {
     let mut options = Options {
-        modules: 4,
+        modules: 5,
         keep: false,
         plugin: std::env::var_os("KMM_SANDBOX_PLUGIN")
-            .map(std::path::PathBuf::from)
+            .map(PathBuf::from)
             .unwrap_or_else(support::plugin_binary),
         extra: Vec::new(),
     };
@@ -75,7 +69,7 @@ fn main() -> ExitCode {
     let options = match options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("sandbox: {e}");
+            eprintln!("sandbox: {e} (see ./scripts/try-it --help)");
             return ExitCode::from(2);
         }
     };
@@ -89,8 +83,14 @@ fn main() -> ExitCode {
     runtime.block_on(run(options))
 }
 
+/// Where the plugin's cache and the registry's last port are kept between runs.
+fn state_dir() -> PathBuf {
+    std::env::var_os("KMM_SANDBOX_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/try-it"))
+}
+
 async fn run(options: Options) -> ExitCode {
-    let extra = &options.extra;
     // Ctrl-C is the plugin's to handle (it stops following and says how to resume); the
     // sandbox outlives it to stop the peers.
     let mut interrupts =
@@ -101,74 +101,33 @@ async fn run(options: Options) -> ExitCode {
                 return ExitCode::from(4);
             }
         };
-    let c = TestCluster::start(Kmm::Ocp24).await;
-    c.operator()
-        .configure(|o| o.step = Duration::from_millis(1500));
-    c.api.add_node("worker-1", "amd64");
-    let kernel = c.kernel().to_string();
-    let pusher = Pusher::new(&c.registry);
-    let image = |name: &str| format!("{}/vendor/{name}:${{KERNEL_FULL_VERSION}}", c.registry.addr);
-    let tag = |name: &str| resolved(&image(name), &kernel);
-    for (name, module, built_for) in [
-        ("nvidia-gpu", "kmod", kernel.as_str()),
-        ("nvme-of", "kmod", OLD_KERNEL),
-    ] {
-        let reference = tag(name);
-        let repo_tag = reference
-            .split_once('/')
-            .map(|(_, r)| r)
-            .unwrap_or_default();
-        let (repo, t) = repo_tag.split_once(':').unwrap_or((repo_tag, "latest"));
-        pusher
-            .push_image(repo, Some(t), &simple_image(module, built_for))
-            .await;
-        c.operator().configure(|o| {
-            o.images.insert(reference.clone());
-        });
+    let state = state_dir();
+    let _ = std::fs::create_dir_all(&state);
+    let port_file = state.join("registry-port");
+    let registry = match std::fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+    {
+        Some(port) => TestRegistry::plain_on(port),
+        None => TestRegistry::plain(),
+    };
+    if let Some((_, port)) = registry.addr.rsplit_once(':') {
+        let _ = std::fs::write(&port_file, port);
     }
-    let scenario = [
-        ("gpu-operator", "nvidia-gpu", false),
-        ("nic", "mlx5", true),
-        ("storage", "nvme-of", false),
-        ("edge", "can-bus", false),
-    ];
-    for (namespace, name, build) in scenario.iter().take(options.modules) {
-        c.api
-            .add_module(namespace, name, module_spec(&image(name), *build));
-    }
-    c.api.put(
-        "",
-        "ConfigMap",
-        json!({"metadata": {"name": "kmod-dockerfile", "namespace": "nic"},
-               "data": {"dockerfile": "ARG DTK_AUTO\nFROM ${DTK_AUTO}\n"}}),
-    );
-    // More Modules, all fine: one image for all of them (the tag is the kernel).
-    if options.modules > scenario.len() {
-        let reference = tag("vendor");
-        let (repo, t) = reference
-            .split_once('/')
-            .and_then(|(_, r)| r.split_once(':'))
-            .unwrap_or_default();
-        pusher
-            .push_image(repo, Some(t), &simple_image("kmod", &kernel))
-            .await;
-        c.operator().configure(|o| {
-            o.images.insert(reference.clone());
-        });
-        for i in scenario.len() + 1..=options.modules {
-            c.api.add_module(
-                "vendors",
-                &format!("vendor-{i:02}"),
-                module_spec(&image("vendor"), false),
-            );
-        }
-    }
-
+    let c = support::sandbox::start(registry, options.modules).await;
     let plugin_dir = options
         .plugin
         .parent()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    let kubectl = match which::which("kubectl") {
+        Ok(k) => k,
+        Err(_) => {
+            eprintln!("sandbox: kubectl is not installed (scripts/peers installs it)");
+            return ExitCode::from(4);
+        }
+    };
+    // The plugin's directory first: kubectl runs this plugin, not another one on PATH.
     let path = format!("{plugin_dir}:{}", std::env::var("PATH").unwrap_or_default());
     let kubeconfig = c.ctx.path(".kube/config");
     eprintln!(
@@ -180,39 +139,50 @@ async fn run(options: Options) -> ExitCode {
         kubeconfig.display()
     );
     eprintln!("sandbox: plugin {}", options.plugin.display());
-    // The cluster is on 4.18.15 and offered 4.19.0, and 4.19.1 with a known risk.
-    let next = push_release(&pusher, &c.registry.addr, "4.19.1", "amd64").await;
-    c.api.put(
-        "config.openshift.io",
-        "ClusterVersion",
-        json!({"metadata": {"name": "version"}, "spec": {"channel": "stable-4.19"},
-               "status": {"desired": {"version": "4.18.15", "image": format!("{}/ocp/release@sha256:{}", c.registry.addr, "0".repeat(64))},
-                          "availableUpdates": [{"version": VERSION, "image": c.release.release.reference}],
-                          "conditionalUpdates": [{"release": {"version": "4.19.1", "image": next.release.reference},
-                              "risks": [{"name": "SandboxRisk", "message": "an example risk", "url": "https://example.com/risk", "matchingRules": []}]}]}}),
-    );
+    let kubectl_kmm = async |args: &[String]| {
+        eprintln!("sandbox: kubectl {}\n", args.join(" "));
+        tokio::process::Command::new(&kubectl)
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", &kubeconfig)
+            .env(
+                "KMM_RELEASE_REPO",
+                format!("{}/ocp/release", c.registry.addr),
+            )
+            .env("XDG_CACHE_HOME", state.join("cache"))
+            .status()
+            .await
+    };
+    let extra = &options.extra;
     let (command, extra) = match extra.first().map(String::as_str) {
-        Some("check") => ("check", &extra[1..]),
+        Some(command @ ("check" | "status" | "dtk")) => (command, &extra[1..]),
         _ => ("preflight", &extra[..]),
     };
+    let registry_flags = ["--insecure-registry".to_string(), c.registry.addr.clone()];
+    if command == "status" {
+        // Something to show: KMM's own preflight, created and left to run.
+        let mut args: Vec<String> = [
+            "kmm",
+            "preflight",
+            "--release",
+            VERSION,
+            "--no-client-check",
+            "--no-wait",
+            "-o",
+            "name",
+        ]
+        .map(String::from)
+        .into();
+        args.extend(registry_flags.clone());
+        let _ = kubectl_kmm(&args).await;
+    }
     let mut args = vec!["kmm".to_string(), command.into()];
-    if !extra.iter().any(|a| a == "--updates") {
+    if command != "status" && !extra.iter().any(|a| a == "--updates") {
         args.extend(["--release".to_string(), VERSION.to_string()]);
     }
-    args.extend(["--insecure-registry".to_string(), c.registry.addr.clone()]);
+    args.extend(registry_flags);
     args.extend(extra.iter().cloned());
-    eprintln!("sandbox: kubectl {}\n", args.join(" "));
-    let status = tokio::process::Command::new("kubectl")
-        .args(&args)
-        .env("PATH", path)
-        .env("KUBECONFIG", &kubeconfig)
-        .env(
-            "KMM_RELEASE_REPO",
-            format!("{}/ocp/release", c.registry.addr),
-        )
-        .env("XDG_CACHE_HOME", c.ctx.path(".cache"))
-        .status()
-        .await;
+    let status = kubectl_kmm(&args).await;
     if options.keep {
         eprintln!(
             "sandbox: the peers keep running (KUBECONFIG={}); Ctrl-C stops them",

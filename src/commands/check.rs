@@ -626,10 +626,12 @@ fn select_modules(
 /// `-v`: what the check read against what the images hold.
 fn report_transfer(term: &Term, transferred: Transferred, inspected: Inspected) {
     let fetched = transferred.manifest_bytes + transferred.blob_bytes;
+    // --deep's driver-toolkit layers are said on their own line, not counted against the
+    // kmod images.
     let share = if inspected.bytes > 0 {
         format!(
             " ({:.3}% of their size)",
-            fetched as f64 * 100.0 / inspected.bytes as f64
+            fetched.saturating_sub(inspected.dtk_bytes) as f64 * 100.0 / inspected.bytes as f64
         )
     } else {
         String::new()

@@ -250,7 +250,7 @@ pub async fn resolve_release(
     ));
     let resolved = release::resolve(registry, cache, &image, platform).await;
     match before {
-        Some(step) => term.step(step),
+        Some(step) => term.resume_step(step),
         None => term.step_done(),
     }
     let (answer, resolution) = resolved?;

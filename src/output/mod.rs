@@ -129,6 +129,11 @@ impl Term {
         activity::set(Some(what), self.stderr_is_terminal);
     }
 
+    /// Back to a step said before (after a step inside it): shown again, not said again.
+    pub fn resume_step(&self, what: String) {
+        activity::set(Some(what), self.stderr_is_terminal);
+    }
+
     /// Nothing to wait for any more (or something else, the live table, shows progress).
     pub fn step_done(&self) {
         activity::set(None, false);

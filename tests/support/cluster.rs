@@ -69,7 +69,8 @@ impl TestCluster {
         Self::start_full(kmm, TestRegistry::plain(), Some(dtk)).await
     }
 
-    async fn start_full(kmm: Kmm, registry: TestRegistry, dtk: Option<&Image>) -> TestCluster {
+    /// With `dtk`, on `registry`.
+    pub async fn start_full(kmm: Kmm, registry: TestRegistry, dtk: Option<&Image>) -> TestCluster {
         let pusher = Pusher::new(&registry);
         let release = match dtk {
             None => push_release(&pusher, &registry.addr, VERSION, "amd64").await,

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod pty;
 pub mod registry;
 pub mod relay;
+pub mod sandbox;
 pub mod tmux;
 pub mod tokens;
 pub mod wine;

@@ -180,6 +180,12 @@ impl TestRegistry {
         Self::start(false, None, None)
     }
 
+    /// Plain HTTP, no auth, on `port` when it is free (the sandbox keeps its port from run to
+    /// run, so that what it pushes has the same digests and the plugin's cache answers).
+    pub fn plain_on(port: u16) -> Self {
+        Self::start_on(Some(port), false, None, None)
+    }
+
     /// HTTPS with a generated CA and htpasswd basic auth.
     pub fn secure(user: &str, password: &str) -> Self {
         Self::start(true, Some((user.to_string(), password.to_string())), None)
@@ -205,13 +211,25 @@ impl TestRegistry {
         credentials: Option<(String, String)>,
         tokens: Option<&super::tokens::TokenService>,
     ) -> Self {
+        Self::start_on(None, tls, credentials, tokens)
+    }
+
+    fn start_on(
+        mut port: Option<u16>,
+        tls: bool,
+        credentials: Option<(String, String)>,
+        tokens: Option<&super::tokens::TokenService>,
+    ) -> Self {
         let binary = which::which("docker-registry").expect(
             "docker-registry is not installed; run the README's test command, which installs it",
         );
         // The port is free when we look; if another process grabs it first, try again.
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            let port = super::free_port();
+            let port = port
+                .take()
+                .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+                .unwrap_or_else(super::free_port);
             let addr = format!("127.0.0.1:{port}");
             let tls_files = tls.then(|| generate_tls(dir.path()));
             let mut config = format!(
