@@ -15,7 +15,7 @@ use crate::module::check::{
 use crate::module::kernels::NodeInfo;
 use crate::module::source::{self, SecretData};
 use crate::module::spec::Module;
-use crate::output::check::{CheckReport, Matrix, ReleaseEntry};
+use crate::output::check::{CheckReport, Matrix, ReleaseEntry, version_key};
 use crate::output::{self, Term};
 use crate::registry::auth::AuthEntries;
 use crate::registry::cache::Cache;
@@ -265,6 +265,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
                         term,
                     )
                     .await?;
+                    context::say_release(term, &answer);
                     let mut report = release_report(&setup, &answer, args.rt).await;
                     report.risks = risks;
                     report
@@ -437,6 +438,12 @@ async fn matrix(
         )
     }))
     .await;
+    // Said in the table's order, newest first, whatever order they were read in.
+    let mut read: Vec<&DtkAnswer> = resolved.iter().flatten().map(|(a, _)| a).collect();
+    read.sort_by_key(|a| std::cmp::Reverse(version_key(&a.release_version)));
+    for answer in read {
+        context::say_release(term, answer);
+    }
     let mut releases: Vec<ReleaseEntry> = Vec::new();
     for (release, answer) in listed.iter().zip(resolved) {
         // `--release 4.19.0 --updates` may name a release twice.

@@ -227,9 +227,17 @@ async fn release_image(
     }
 }
 
+/// Which release image was read: always said, the digest above all.
+pub fn say_release(term: &Term, answer: &DtkAnswer) {
+    term.say(&format!(
+        "release {} ({}): {}",
+        answer.release_version, answer.architecture, answer.release_image
+    ));
+}
+
 /// Release → DTK → kernel, as the cluster would find the release (ClusterVersion digests,
-/// mirrors, pull secret), with the risks ClusterVersion knows of. Says which release image was
-/// read. The step under way before it is the step again after it.
+/// mirrors, pull secret), with the risks ClusterVersion knows of; `say_release` says which
+/// image that was. The step under way before it is the step again after it.
 #[allow(clippy::too_many_arguments)]
 pub async fn resolve_release(
     cluster: Option<&Cluster>,
@@ -259,10 +267,6 @@ pub async fn resolve_release(
         term.warn(warning);
     }
     output::dtk::report_transfer(term, &resolution, registry.transferred());
-    term.say(&format!(
-        "release {} ({}): {}",
-        answer.release_version, answer.architecture, answer.release_image
-    ));
     Ok((answer, risks))
 }
 

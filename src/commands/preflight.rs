@@ -474,7 +474,8 @@ async fn release_side(
                     args.arch,
                     term,
                 )
-                .await?,
+                .await
+                .inspect(|(answer, _)| context::say_release(term, answer))?,
             ),
             None => None,
         };

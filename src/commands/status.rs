@@ -102,7 +102,12 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
             if let Some(note) = note {
                 output::stdout(note);
             }
-            Ok(ExitStatus::Success)
+            // A failed preflight in the list is a failure, as when it is shown alone.
+            Ok(checked
+                .iter()
+                .map(|(progress, _)| snapshot_result(progress).1)
+                .find(|s| *s == ExitStatus::VerificationFailed)
+                .unwrap_or(ExitStatus::Success))
         }
     }
 }
@@ -200,6 +205,7 @@ impl ClientSide {
                     term,
                 )
                 .await?;
+                context::say_release(term, &answer);
                 let rt = spec["useRTKernel"].as_bool().unwrap_or(false);
                 let kernel = match rt {
                     true => context::rt_kernel(&answer)?,
@@ -341,13 +347,13 @@ async fn watch(
     Ok(exit)
 }
 
-/// Success when all verified, Failure when any failed, InProgress otherwise (exit 0: not done
-/// is not an error for a snapshot; `-w` waits for the verdict).
+/// Failure as soon as one failed (a failure is final), else Success when all verified, else
+/// InProgress (exit 0: not done is not an error for a snapshot; `-w` waits for the verdict).
 fn snapshot_result(progress: &Progress) -> (&'static str, ExitStatus) {
-    if !progress.complete() {
-        ("InProgress", ExitStatus::Success)
-    } else if progress.count(State::Failed) > 0 {
+    if progress.count(State::Failed) > 0 {
         ("Failure", ExitStatus::VerificationFailed)
+    } else if !progress.complete() {
+        ("InProgress", ExitStatus::Success)
     } else {
         ("Success", ExitStatus::Success)
     }

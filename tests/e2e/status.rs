@@ -208,7 +208,7 @@ async fn kmm_s_word_only_unless_check() {
         .ctx
         .run(&["status", "--check", "--insecure-registry", &c.registry.addr])
         .await
-        .expect_code(0);
+        .expect_code(1);
     run.expect_stdout("0 verified, 1 failed");
     c.ctx
         .run(&[
