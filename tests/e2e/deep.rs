@@ -565,28 +565,16 @@ async fn deep_makes_the_kernels_load_decision() {
         row(&no_dtk, "good")["reason"]
     );
 
-    // What a person sees (README shows this run).
-    let table = c
-        .ctx
-        .kubectl(&[
-            "kmm",
-            "check",
-            "--release",
-            VERSION,
-            "--deep",
-            "-A",
-            "--insecure-registry",
-            &c.registry.addr,
-        ])
-        .await
-        .expect_code(1);
-    println!("{}", table.stdout);
-    let crc_line = table
-        .stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("crc"))
-        .unwrap();
-    assert!(crc_line.contains("Failed") && crc_line.contains("pci_enable_device"));
+    // What a person sees: docs/check.md shows this run (captures of world `deep`).
+    let captures = support::docs::of_world("deep");
+    assert!(!captures.is_empty(), "docs/check.md shows this world");
+    let mut replayed = Vec::new();
+    for capture in captures {
+        let outputs = support::docs::replay(&capture, &c.ctx, &c.registry.addr).await;
+        replayed.push((capture, outputs));
+    }
+    let failures = support::docs::differences(&replayed);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod cluster_access;
 mod deep;
+mod docs;
 mod dtk;
 mod mirrors;
 mod preflight;

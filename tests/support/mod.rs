@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod bench;
 pub mod cluster;
+pub mod docs;
 pub mod fixtures;
 pub mod httpproxy;
 pub mod images;

@@ -29,9 +29,14 @@ const EXPORTS: [(&str, u32); 3] = [
 ];
 
 fn devel_kernel(kernel: &str) -> DevelKernel {
+    let preempt = if kernel.ends_with("+rt") {
+        "preempt_rt"
+    } else {
+        "preempt"
+    };
     DevelKernel::new(
         kernel,
-        &format!("{kernel} SMP preempt mod_unload modversions "),
+        &format!("{kernel} SMP {preempt} mod_unload modversions "),
         EXPORTS.iter().map(|(s, c)| (s.to_string(), *c)).collect(),
     )
 }
@@ -68,7 +73,12 @@ fn kmod_image(kernel: &str, pci_crc: u32) -> Image {
 /// The sandbox on `registry` with its first `modules` Modules (1 to 500).
 pub async fn start(registry: TestRegistry, modules: usize) -> TestCluster {
     let kernel = kernel_for(VERSION, "amd64");
-    let dtk = devel_dtk_image(&[devel_kernel(&kernel)], 0, Compression::Gzip);
+    let rt = format!("{kernel}+rt");
+    let dtk = devel_dtk_image(
+        &[devel_kernel(&kernel), devel_kernel(&rt)],
+        0,
+        Compression::Gzip,
+    );
     let c = TestCluster::start_full(Kmm::Ocp24, registry, Some(&dtk)).await;
     c.operator()
         .configure(|o| o.step = Duration::from_millis(1500));
