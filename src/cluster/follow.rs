@@ -34,23 +34,6 @@ pub trait Judge {
     fn judge(&self, kmm: Progress) -> Progress;
 }
 
-/// KMM's status entries as they are (`status -w`, `--no-client-check`).
-pub struct KmmOnly;
-
-impl Judge for KmmOnly {
-    type Update = ();
-    fn modules(
-        &mut self,
-        _: &BTreeMap<(String, String), Value>,
-    ) -> Vec<LocalBoxFuture<'static, ()>> {
-        Vec::new()
-    }
-    fn update(&mut self, _: ()) {}
-    fn judge(&self, kmm: Progress) -> Progress {
-        kmm
-    }
-}
-
 /// What the follower tells its caller as it goes.
 pub enum Step<'a> {
     /// The rows changed (status, stage, reason, or the set of Modules).

@@ -74,11 +74,20 @@ impl ClientJudge {
         match rows {
             Some(rows) => Self::with_rows(checker, plan, object_kernel, modules, rows),
             None => ClientJudge {
-                checker,
                 plan,
                 object_kernel: object_kernel.to_string(),
-                clients: BTreeMap::new(),
+                ..Self::kmm_only()
             },
+        }
+    }
+
+    /// KMM's entries as they are (`status` without `--check`).
+    pub fn kmm_only() -> Self {
+        ClientJudge {
+            checker: None,
+            plan: Plan::Kernels(Vec::new()),
+            object_kernel: String::new(),
+            clients: BTreeMap::new(),
         }
     }
 

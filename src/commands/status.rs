@@ -12,7 +12,7 @@ use super::judge::{ClientJudge, checked_modules};
 use super::preflight::follow_to_verdict;
 use crate::cli::StatusArgs;
 use crate::cluster::Cluster;
-use crate::cluster::follow::{Judge, KmmOnly};
+use crate::cluster::follow::Judge;
 use crate::cluster::kmm::{KmmApi, Resource};
 use crate::cluster::status::{self, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
@@ -282,36 +282,22 @@ async fn watch(
             output::stdout("");
         }
         let header = format!("{} {name}: {}", resource.kind, target(object));
-        let outcome = match client {
-            Some(client) => {
-                let mut judge = deadline.bound(term, client.judge(object, term)).await?;
-                term.step_done();
-                follow_to_verdict(
-                    cluster,
-                    resource,
-                    name,
-                    deadline,
-                    args.output,
-                    term,
-                    header,
-                    &mut judge,
-                )
-                .await?
-            }
-            None => {
-                follow_to_verdict(
-                    cluster,
-                    resource,
-                    name,
-                    deadline,
-                    args.output,
-                    term,
-                    header,
-                    &mut KmmOnly,
-                )
-                .await?
-            }
+        let mut judge = match client {
+            Some(client) => deadline.bound(term, client.judge(object, term)).await?,
+            None => ClientJudge::kmm_only(),
         };
+        term.step_done();
+        let outcome = follow_to_verdict(
+            cluster,
+            resource,
+            name,
+            deadline,
+            args.output,
+            term,
+            header,
+            &mut judge,
+        )
+        .await?;
         reports.push(report_of(
             resource,
             object,

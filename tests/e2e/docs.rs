@@ -149,3 +149,54 @@ async fn the_runbooks_commands_and_jq_filters_on_real_output() {
     }
     assert_eq!(filtered, 2, "a jq filter per report: {script}");
 }
+
+/// The sandbox a second time: on the port it had (as `./scripts/try-it` keeps it), its release
+/// has the same digest, and the plugin's cache of the first run answers (the DTK and the kmod
+/// images too: their digests do not depend on the port).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sandbox_run_answers_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let check = async |world: &mut support::cluster::TestCluster| {
+        world
+            .ctx
+            .env("XDG_CACHE_HOME", cache.path().display().to_string());
+        let args = [
+            "kmm",
+            "check",
+            "--release",
+            VERSION,
+            "--deep",
+            "-v",
+            "--insecure-registry",
+            &world.registry.addr,
+        ];
+        world.ctx.kubectl(&args).await.expect_code(1)
+    };
+    let mut first = support::sandbox::start(TestRegistry::plain(), 5).await;
+    let (addr, release) = (
+        first.registry.addr.clone(),
+        first.release.release.reference.clone(),
+    );
+    let cold = check(&mut first).await;
+    assert!(
+        !cold.stderr.contains("answer from cache"),
+        "{}",
+        cold.stderr
+    );
+    drop(first);
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut second = support::sandbox::start(TestRegistry::plain_on(port), 5).await;
+    assert_eq!(
+        second.registry.addr, addr,
+        "the port is kept when it is free"
+    );
+    assert_eq!(second.release.release.reference, release);
+    let warm = check(&mut second).await;
+    warm.expect_stderr("answer from cache");
+    assert!(
+        !warm.stderr.contains("--deep: ") && warm.stderr.contains("0 kmod images read"),
+        "the DTK's facts and the images' answers come from the cache: {}",
+        warm.stderr
+    );
+    assert_eq!(warm.stdout, cold.stdout);
+}
