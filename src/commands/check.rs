@@ -478,7 +478,8 @@ async fn matrix(
     );
     let matrix = Matrix::new(releases);
     output::stdout(&matrix.render(args.output));
-    // A release named wrong, or a Module KMM would refuse, is bad input whatever the others say.
+    // A release named wrong, or a Module KMM would refuse, is bad input whatever the others say
+    // (a refused Module is said once, not once per release).
     let mut bad_input = false;
     for release in &matrix.releases {
         if release.bad_input
@@ -487,8 +488,15 @@ async fn matrix(
             term.error_line(&format!("release {}: {error}", release.version));
             bad_input = true;
         }
-        bad_input |= refused(&release.modules, term);
     }
+    let mut rows: Vec<Row> = matrix
+        .releases
+        .iter()
+        .flat_map(|r| r.modules.iter().filter(|m| m.invalid).cloned())
+        .collect();
+    rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    rows.dedup_by(|a, b| (&a.namespace, &a.name, &a.reason) == (&b.namespace, &b.name, &b.reason));
+    bad_input |= refused(&rows, term);
     Ok(if bad_input {
         ExitStatus::BadInput
     } else if matrix.newest_safe.is_some() {

@@ -11,7 +11,7 @@ use crate::cli::{DryRun, PreflightArgs};
 use crate::cluster::Cluster;
 use crate::cluster::follow::{self, End, Judge, Step};
 use crate::cluster::kmm::{self, Inputs, KmmApi, Resource};
-use crate::cluster::status::{self, Progress, State};
+use crate::cluster::status::{self, ClientCheck, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::{Plan, Target};
 use crate::module::kernels::{self, Boot, NodeInfo, Variant};
@@ -286,12 +286,26 @@ fn cut_short(
     match report.render(format) {
         Some(text) => output::stdout(&text),
         None => {
-            let decided = progress.rows.iter().filter(|r| r.check.is_some()).count();
+            let decided: Vec<(&status::Row, &ClientCheck)> = progress
+                .rows
+                .iter()
+                .filter_map(|r| r.check.as_ref().map(|c| (r, c)))
+                .collect();
             let mut lines = vec![format!(
-                "Before the deadline the client check decided {decided} of {} Modules.",
+                "Before the deadline the client check decided {} of {} Modules:",
+                decided.len(),
                 progress.rows.len()
             )];
-            lines.extend(failed.iter().cloned());
+            for (row, check) in decided {
+                let why = match row.state {
+                    State::Failed => &row.why,
+                    _ => &check.reason,
+                };
+                lines.push(format!(
+                    "  {}/{}: {}: {why}",
+                    row.namespace, row.name, check.verdict
+                ));
+            }
             output::stdout(&lines.join("\n"));
         }
     }

@@ -347,8 +347,8 @@ async fn the_live_table_has_a_check_column() {
         )
         .await;
     assert_eq!(run.code, 0, "{}", run.stdout);
-    let header = run
-        .stdout
+    let shown = support::without_escapes(&run.stdout);
+    let header = shown
         .lines()
         .rev()
         .find(|l| l.contains("NAMESPACE"))

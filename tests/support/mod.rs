@@ -427,6 +427,13 @@ impl Drop for Stalled {
     }
 }
 
+/// `text` without its terminal control sequences (CSI: colours, cursor moves, erasing).
+pub fn without_escapes(text: &str) -> String {
+    static CSI: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new("\x1b\\[[0-9;?]*[A-Za-z]").unwrap());
+    CSI.replace_all(text, "").into_owned()
+}
+
 /// A URL query component, decoded (`%41` and `+`).
 pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
