@@ -42,7 +42,7 @@ pub struct Loaded {
     pub config_maps: BTreeMap<(String, String), ()>,
     /// `Kind/name` of objects that are neither, for `-v`.
     pub ignored: Vec<String>,
-    /// What each source held, in the order read (`pod.yaml: Pod/web`, `stdin: empty`), to say
+    /// What each source held, in the order read (`pod.yaml: 1 object`, `stdin: empty`), to say
     /// what was read when it held no Module.
     pub read: Vec<String>,
     /// Objects read so far (the items of a `List` each count).
