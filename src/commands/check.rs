@@ -352,13 +352,10 @@ fn kernel_targets(args: &CheckArgs, nodes: Option<&[NodeInfo]>, term: &Term) -> 
 
 /// Every Module against the kernels its nodes will boot in `answer`'s release.
 pub async fn release_report(setup: &Setup, answer: &DtkAnswer, force_rt: bool) -> CheckReport {
-    let goarch = Arch::from_rpm(&answer.architecture)
-        .unwrap_or(Arch::X86_64)
-        .goarch();
     let plan = Plan::Release {
         nodes: setup.nodes.clone(),
         streams: answer.streams.clone(),
-        goarch: goarch.to_string(),
+        goarch: context::release_goarch(answer),
         force_rt,
     };
     let jobs = plan.jobs(&setup.modules);

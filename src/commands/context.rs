@@ -177,6 +177,28 @@ pub fn payload(nodes: Option<&[NodeInfo]>, arch: Option<Arch>, term: &Term) -> (
     }
 }
 
+/// The architecture a kernel's check reads images for, as Go names it: `--arch`, else the
+/// kernel's own name (`….x86_64`), else the cluster's nodes, else x86_64.
+pub fn kernel_goarch(
+    kernel: &str,
+    arch: Option<Arch>,
+    nodes: Option<&[NodeInfo]>,
+    term: &Term,
+) -> String {
+    arch.or_else(|| release::dtk::kernel_arch(kernel).and_then(Arch::from_rpm))
+        .unwrap_or_else(|| payload(nodes, None, term).1)
+        .goarch()
+        .to_string()
+}
+
+/// The architecture of a resolved release, as Go names it.
+pub fn release_goarch(answer: &DtkAnswer) -> String {
+    Arch::from_rpm(&answer.architecture)
+        .unwrap_or(Arch::X86_64)
+        .goarch()
+        .to_string()
+}
+
 /// The image the cluster itself would upgrade to, when its ClusterVersion lists the version
 /// (digest-pinned), with the risks it knows of; otherwise the tag in the release repository.
 async fn release_image(

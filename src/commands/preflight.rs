@@ -20,7 +20,6 @@ use crate::output::ReportFormat;
 use crate::output::preflight::{Live, Report};
 use crate::output::{self, Term};
 use crate::registry::cache::Cache;
-use crate::release::Arch;
 
 use super::check::{self, Setup};
 use super::context;
@@ -347,10 +346,7 @@ fn release_target(
     modules: &[Module],
     term: &Term,
 ) -> Result<Subject> {
-    let goarch = Arch::from_rpm(&answer.architecture)
-        .unwrap_or(Arch::X86_64)
-        .goarch()
-        .to_string();
+    let goarch = context::release_goarch(answer);
     let boot = if args.rt {
         Boot {
             variant: Variant::RealTime,
@@ -513,12 +509,7 @@ async fn release_side(
         Some((answer, _)) => release_target(args, &answer, nodes.as_deref(), &modules, term)?,
         None => {
             let kernel = args.kernel.clone().unwrap_or_default().trim().to_string();
-            let goarch = args
-                .arch
-                .or_else(|| crate::release::dtk::kernel_arch(&kernel).and_then(Arch::from_rpm))
-                .unwrap_or_else(|| context::payload(nodes.as_deref(), None, term).1)
-                .goarch()
-                .to_string();
+            let goarch = context::kernel_goarch(&kernel, args.arch, nodes.as_deref(), term);
             Subject {
                 inputs: Inputs {
                     kernel_version: kernel.clone(),

@@ -23,7 +23,7 @@ use crate::output::ReportFormat;
 use crate::output::preflight::{self as view, Report};
 use crate::output::{self, Term};
 use crate::registry::cache::Cache;
-use crate::release::{self, Arch, ReleaseSpec};
+use crate::release::{self, ReleaseSpec};
 
 /// Said under the tables when the client check did not run.
 const KMM_ONLY: &str = "KMM's word only: KMM 2.4+ passes an image that holds no module for the \
@@ -175,11 +175,7 @@ impl ClientSide {
             spec["releaseImage"].as_str(),
         ) {
             (Some(kernel), _) => {
-                let goarch = release::dtk::kernel_arch(kernel)
-                    .and_then(Arch::from_rpm)
-                    .unwrap_or_else(|| context::payload(self.nodes.as_deref(), None, term).1)
-                    .goarch()
-                    .to_string();
+                let goarch = context::kernel_goarch(kernel, None, self.nodes.as_deref(), term);
                 let target = Target {
                     kernel: kernel.to_string(),
                     goarch,
@@ -211,14 +207,10 @@ impl ClientSide {
                     true => context::rt_kernel(&answer)?,
                     false => answer.kernel_version.clone(),
                 };
-                let goarch = Arch::from_rpm(&answer.architecture)
-                    .unwrap_or(Arch::X86_64)
-                    .goarch()
-                    .to_string();
                 let plan = Plan::Release {
                     nodes: self.nodes.clone(),
                     streams: answer.streams.clone(),
-                    goarch,
+                    goarch: context::release_goarch(&answer),
                     force_rt: rt,
                 };
                 (kernel, plan)
