@@ -103,8 +103,7 @@ pub struct CompletionArgs {
 
 /// What each command's verdicts and exit codes mean, in its own `--help`: krew users never see
 /// the README.
-const PREFLIGHT_HELP: &str = concat!(
-    "\
+const PREFLIGHT_HELP: &str = "\
 Examples:
   # Before upgrading to 4.19.0: check every Module, follow to the verdict
   kubectl kmm preflight --release 4.19.0
@@ -116,8 +115,8 @@ Examples:
   kubectl kmm preflight --kernel 5.14.0-570.19.1.el9_6.x86_64
 
   # Show the object that would be created, change nothing
-  kubectl kmm preflight --release 4.19.0 --dry-run=client\n\n",
-    "\
+  kubectl kmm preflight --release 4.19.0 --dry-run=client
+
 Verdicts, per Module (the RESULT of KMM's word, STATUS, and of the client check, CHECK):
   Verified    KMM's preflight passed it and the client check found in its image what the
               nodes will load (CHECK Ready, WillBuild, WillSign, or Loads with --deep)
@@ -139,11 +138,9 @@ Exit codes:
   3    --timeout passed while Modules were still in progress
   4    environment: cluster or registry unreachable, unauthorized or too slow (--timeout before
        the object exists), TLS failure, KMM not installed
-  130  Ctrl-C (the object stays: `kubectl kmm status NAME -w` resumes)"
-);
+  130  Ctrl-C (the object stays: `kubectl kmm status NAME -w` resumes)";
 
-const CHECK_HELP: &str = concat!(
-    "\
+const CHECK_HELP: &str = "\
 Examples:
   # Before upgrading to 4.19.0: will every Module's image load on its kernel?
   kubectl kmm check --release 4.19.0
@@ -159,8 +156,8 @@ Examples:
 
   # Two kernels, from stdin
   kubectl get modules -A -o yaml | kubectl kmm check -f - \\
-      --kernel 5.14.0-570.19.1.el9_6.x86_64 --kernel 5.14.0-570.19.1.el9_6.x86_64+rt\n\n",
-    "\
+      --kernel 5.14.0-570.19.1.el9_6.x86_64 --kernel 5.14.0-570.19.1.el9_6.x86_64+rt
+
 Verdicts, one per Module and kernel:
   Loads      --deep: Ready, and the kernel's own checks accept every module file (vermagic,
              symbol CRCs, licence, namespaces) against the driver-toolkit's Module.symvers
@@ -172,7 +169,8 @@ Verdicts, one per Module and kernel:
   Unknown    could not be checked from here: a registry unreachable or refusing, a Secret or
              ConfigMap that may not be read, or one not in the -f files
   Result of the run (-o json `result`): Success, Failure, Unknown, Invalid (KMM would refuse a
-  Module), NoModules (the cluster has none: nothing was checked, and a warning says so).
+  Module), NoModules (the cluster has none: nothing was checked, and a warning says so),
+  TimedOut (--timeout passed before every Module was checked, and none of those checked failed).
 
 Exit codes:
   0  every Module is Loads, Ready, WillBuild or WillSign, or the cluster has no Module (said
@@ -182,11 +180,9 @@ Exit codes:
   2  bad input: a flag, kernel, release or file; a Module KMM would refuse; no Module in the
      files, the namespace or the names given
   4  environment: a cluster or registry unreachable, unauthorized or too slow (--timeout), KMM
-     not installed; or a Module is Unknown"
-);
+     not installed; or a Module is Unknown";
 
-const STATUS_HELP: &str = concat!(
-    "\
+const STATUS_HELP: &str = "\
 Examples:
   # Every preflight in the cluster
   kubectl kmm status
@@ -195,8 +191,8 @@ Examples:
   kubectl kmm status preflight-4-19-0 --check
 
   # One preflight, followed until it completes
-  kubectl kmm status preflight-4-19-0 -w\n\n",
-    "\
+  kubectl kmm status preflight-4-19-0 -w
+
 What it shows is KMM's word only: KMM 2.4+ passes a Module whose image exists but holds no
 module for the kernel. --check adds the client check of `kubectl kmm check` for the
 preflight's kernel, as `preflight` does.
@@ -210,8 +206,7 @@ Exit codes:
   2    bad input; no preflight of that name
   3    -w: --timeout passed while Modules were in progress
   4    environment: cluster unreachable, unauthorized, KMM not installed
-  130  Ctrl-C while following"
-);
+  130  Ctrl-C while following";
 
 /// A duration as kubectl takes it: `90s`, `30m`, `1h30m`, a bare number of seconds, or `0` for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,8 +486,7 @@ pub struct StatusArgs {
     pub kube: KubeArgs,
 }
 
-const DTK_HELP: &str = concat!(
-    "\
+const DTK_HELP: &str = "\
 Examples:
   # The DTK and kernel of OpenShift 4.19.0 for x86_64
   kubectl kmm dtk --release 4.19.0
@@ -502,14 +496,13 @@ Examples:
 
   # A release by pull spec, from a mirror with its own CA
   kubectl kmm dtk --release mirror.example.com:8443/ocp/release@sha256:<digest> \\
-      --registry-ca mirror-ca.pem --registry-config ~/pull-secret.json\n\n",
-    "\
+      --registry-ca mirror-ca.pem --registry-config ~/pull-secret.json
+
 Exit codes:
   0  the driver-toolkit and its kernel were read
   2  bad input: a version or pull spec that is malformed or not found (at any mirror), not a
      release payload, no driver-toolkit in it, a DTK without /etc/driver-toolkit-release.json
-  4  environment: registry unreachable, unauthorized, TLS failure, too slow"
-);
+  4  environment: registry unreachable, unauthorized, TLS failure, too slow";
 
 #[derive(Debug, Args)]
 pub struct DtkArgs {
