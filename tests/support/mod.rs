@@ -287,12 +287,7 @@ impl Context {
     /// Run the plugin on a pseudo-terminal (util-linux `script`), typing `input`. The output is
     /// what the terminal showed, stdout and stderr together.
     pub async fn run_in_terminal(&self, args: &[&str], input: &str) -> Run {
-        let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
-        let line = std::iter::once(plugin_binary().display().to_string())
-            .chain(args.iter().map(|a| a.to_string()))
-            .map(|a| quote(&a))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let line = plugin_command_line(args);
         // Found on the tests' own PATH: the command's PATH is the isolated one.
         let script = which::which("script").expect("util-linux script is not installed");
         let mut command = tokio::process::Command::new(script);
@@ -425,6 +420,20 @@ impl Drop for Stalled {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `arg` quoted for the shell, as one word.
+pub fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', "'\\''"))
+}
+
+/// The plugin and `args` as one shell command line.
+pub fn plugin_command_line(args: &[&str]) -> String {
+    std::iter::once(plugin_binary().display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `text` without its terminal control sequences (CSI: colours, cursor moves, erasing).

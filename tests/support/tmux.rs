@@ -7,16 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Context, plugin_binary};
+use super::{Context, plugin_command_line, shell_quote};
 
 pub struct Tmux {
     tmux: PathBuf,
     dir: tempfile::TempDir,
     socket: PathBuf,
-}
-
-fn quote(arg: &str) -> String {
-    format!("'{}'", arg.replace('\'', "'\\''"))
 }
 
 impl Tmux {
@@ -32,19 +28,15 @@ impl Tmux {
             "set -g remain-on-exit on\nset -g history-limit 100000\nset -g status off\n",
         )
         .unwrap();
-        let command = std::iter::once(plugin_binary().display().to_string())
-            .chain(args.iter().map(|a| a.to_string()))
-            .map(|a| quote(&a))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let command = plugin_command_line(args);
         let script = dir.path().join("run.sh");
         std::fs::write(
             &script,
             format!(
                 "{command}\necho $? > {code}\nexec {tmux} -S {socket} wait-for -S ended\n",
-                code = quote(&dir.path().join("code").display().to_string()),
-                tmux = quote(&tmux.display().to_string()),
-                socket = quote(&socket.display().to_string()),
+                code = shell_quote(&dir.path().join("code").display().to_string()),
+                tmux = shell_quote(&tmux.display().to_string()),
+                socket = shell_quote(&socket.display().to_string()),
             ),
         )
         .unwrap();
