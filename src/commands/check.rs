@@ -23,7 +23,7 @@ use crate::registry::reference::ImageRef;
 use crate::registry::{Registry, Transferred};
 use crate::release::{Arch, DtkAnswer, ReleaseSpec, dtk};
 
-use super::context::{self, Registries};
+use super::context::{self, Registries, Shared};
 
 /// Secrets and ConfigMaps read from the cluster, as a Module's namespace holds them.
 struct ClusterObjects(Arc<Cluster>);
@@ -96,7 +96,7 @@ struct Listed {
 pub struct Setup {
     pub cluster: Option<Arc<Cluster>>,
     pub registries: Registries,
-    pub cache: Cache,
+    pub shared: Shared,
     pub nodes: Option<Vec<NodeInfo>>,
     pub modules: Vec<Module>,
     pub checker: Arc<Checker>,
@@ -106,7 +106,7 @@ impl Setup {
     /// The checker over `objects`, telling `-v` what it finds worth saying.
     pub fn checker(
         registry: &Registry,
-        cache: &Cache,
+        shared: &Shared,
         objects: Arc<dyn Objects>,
         term: &Term,
         deep: bool,
@@ -115,7 +115,11 @@ impl Setup {
             let term = term.clone();
             Arc::new(move |line: String| term.info(&line))
         };
-        Arc::new(Checker::new(registry.clone(), cache.clone(), objects, notifier).with_deep(deep))
+        Arc::new(
+            Checker::new(registry.clone(), shared.cache.clone(), objects, notifier)
+                .with_reads(shared.reads.clone())
+                .with_deep(deep),
+        )
     }
 
     /// Secrets and ConfigMaps from the cluster.
@@ -213,7 +217,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
             Ok((registries?, nodes?, values?))
         })
         .await?;
-    let cache = Cache::new(args.registry.no_cache);
+    let shared = Shared::new(Cache::new(args.registry.no_cache));
     term.step_done();
     let files = loaded.as_ref().map(|l| l.module_files.as_slice());
     let modules = select_modules(&values, files, &args, term)?;
@@ -225,11 +229,11 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         (None, Some(cluster)) => Setup::cluster_objects(cluster.clone()),
         (None, None) => Arc::new(source::Loaded::default()),
     };
-    let checker = Setup::checker(&registries.modules, &cache, objects, term, args.deep);
+    let checker = Setup::checker(&registries.modules, &shared, objects, term, args.deep);
     let setup = Setup {
         cluster,
         registries,
-        cache,
+        shared,
         nodes,
         modules,
         checker,
@@ -258,7 +262,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
                         setup.cluster.as_deref(),
                         setup.nodes.as_deref(),
                         &setup.registries.release,
-                        &setup.cache,
+                        &setup.shared,
                         &release.spec,
                         &release_repo,
                         args.arch,
@@ -427,7 +431,7 @@ async fn matrix(
             setup.cluster.as_deref(),
             setup.nodes.as_deref(),
             &setup.registries.release,
-            &setup.cache,
+            &setup.shared,
             &release.spec,
             release_repo,
             args.arch,

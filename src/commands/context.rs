@@ -74,6 +74,25 @@ pub fn release_flags(
     Ok((spec, repo))
 }
 
+/// What every cluster of a run shares: the disk cache, the images and driver-toolkits read, and
+/// the releases resolved. One cluster's run has its own; a fleet's clusters share one.
+#[derive(Clone)]
+pub struct Shared {
+    pub cache: Cache,
+    pub reads: std::sync::Arc<crate::module::check::Reads>,
+    pub releases: release::Memo,
+}
+
+impl Shared {
+    pub fn new(cache: Cache) -> Self {
+        Shared {
+            cache,
+            reads: Default::default(),
+            releases: Default::default(),
+        }
+    }
+}
+
 /// The registry clients of a run, sharing connections and what they learn: one for release
 /// payloads (local auth files first: the user's own credentials win), one for Module images
 /// (the cluster's pull secret first: what the nodes use comes first; a Module's
@@ -265,7 +284,7 @@ pub async fn resolve_release(
     cluster: Option<&Cluster>,
     nodes: Option<&[NodeInfo]>,
     registry: &Registry,
-    cache: &Cache,
+    shared: &Shared,
     spec: &ReleaseSpec,
     release_repo: &ImageRef,
     arch: Option<Arch>,
@@ -278,7 +297,10 @@ pub async fn resolve_release(
         "reading release {image} from registry {}",
         image.registry
     ));
-    let resolved = release::resolve(registry, cache, &image, platform).await;
+    let resolved = shared
+        .releases
+        .resolve(registry, &shared.cache, &image, platform)
+        .await;
     match before {
         Some(step) => term.resume_step(step),
         None => term.step_done(),

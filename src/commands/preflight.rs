@@ -22,7 +22,7 @@ use crate::output::{self, Term};
 use crate::registry::cache::Cache;
 
 use super::check::{self, Setup};
-use super::context;
+use super::context::{self, Shared};
 use super::judge::{ClientJudge, checked_modules};
 
 /// What the preflight is about, and how each Module's kernels are chosen for the client check.
@@ -80,7 +80,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         .await?;
     let ReleaseSide {
         registries,
-        cache,
+        shared,
         modules,
         client_check,
         target,
@@ -142,7 +142,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
     let checker = client_check.then(|| {
         Setup::checker(
             &registries.modules,
-            &cache,
+            &shared,
             Setup::cluster_objects(cluster.clone()),
             term,
             args.deep,
@@ -431,7 +431,7 @@ fn spec_difference(ours: &Value, theirs: &Value) -> Option<String> {
 /// check them (and the KMM object) against.
 struct ReleaseSide {
     registries: context::Registries,
-    cache: Cache,
+    shared: Shared,
     modules: Vec<Module>,
     client_check: bool,
     target: Subject,
@@ -471,14 +471,14 @@ async fn release_side(
             cluster_version,
         );
         let (registries, nodes) = (registries?, nodes?);
-        let cache = Cache::new(args.registry.no_cache);
+        let shared = Shared::new(Cache::new(args.registry.no_cache));
         let answer = match release_spec {
             Some(spec) => Some(
                 context::resolve_release(
                     Some(cluster),
                     nodes.as_deref(),
                     &registries.release,
-                    &cache,
+                    &shared,
                     spec,
                     release_repo,
                     args.arch,
@@ -489,7 +489,7 @@ async fn release_side(
             ),
             None => None,
         };
-        Ok::<_, Error>((registries, nodes, cache, answer))
+        Ok::<_, Error>((registries, nodes, shared, answer))
     };
     let (listed, released) = tokio::join!(modules, release);
     let modules = match listed {
@@ -504,7 +504,7 @@ async fn release_side(
         }
         Some(Err(e)) => return Err(e),
     };
-    let (registries, nodes, cache, answer) = released?;
+    let (registries, nodes, shared, answer) = released?;
     let target = match answer {
         Some((answer, _)) => release_target(args, &answer, nodes.as_deref(), &modules, term)?,
         None => {
@@ -529,7 +529,7 @@ async fn release_side(
     };
     Ok(ReleaseSide {
         registries,
-        cache,
+        shared,
         modules,
         client_check,
         target,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::check::Setup;
-use super::context::{self, Deadline};
+use super::context::{self, Deadline, Shared};
 use super::judge::{ClientJudge, checked_modules};
 use super::preflight::follow_to_verdict;
 use crate::cli::StatusArgs;
@@ -119,7 +119,7 @@ struct ClientSide {
     modules: Vec<Module>,
     nodes: Option<Vec<NodeInfo>>,
     registries: context::Registries,
-    cache: Cache,
+    shared: Shared,
 }
 
 impl ClientSide {
@@ -148,10 +148,10 @@ impl ClientSide {
             context::nodes(Some(cluster), term),
         );
         let (registries, nodes) = (registries?, nodes?);
-        let cache = Cache::new(args.registry.no_cache);
+        let shared = Shared::new(Cache::new(args.registry.no_cache));
         let checker = Setup::checker(
             &registries.modules,
-            &cache,
+            &shared,
             Setup::cluster_objects(cluster.clone()),
             term,
             args.deep,
@@ -162,7 +162,7 @@ impl ClientSide {
             modules: checked_modules(values, term),
             nodes,
             registries,
-            cache,
+            shared,
         })
     }
 
@@ -194,7 +194,7 @@ impl ClientSide {
                     Some(&self.cluster),
                     self.nodes.as_deref(),
                     &self.registries.release,
-                    &self.cache,
+                    &self.shared,
                     &ReleaseSpec::PullSpec(image),
                     &release::parse_release_repo(None)?,
                     None,

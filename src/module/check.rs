@@ -309,7 +309,8 @@ struct ImageKey {
     goarch: String,
     wanted: Wanted,
     insecure: bool,
-    secret: Option<(String, String)>,
+    /// Whose credentials and mirrors read it (`Registry::access_key`).
+    access: u64,
 }
 
 /// The registry client a Module's images are read with, and why it may fail.
@@ -323,20 +324,40 @@ struct Access {
 /// One `imageRepoSecret`, read once however many Modules name it.
 type SecretCell = Arc<OnceCell<Lookup<AuthEntries>>>;
 
+/// What was read from registries, kept for the whole run: each image (and each
+/// driver-toolkit kernel) is read once however many Modules, or clusters, use it. Reads made
+/// with other credentials or mirrors are kept apart: what one cluster may read says nothing of
+/// another's access.
+#[derive(Default)]
+pub struct Reads {
+    images: Mutex<HashMap<ImageKey, Arc<OnceCell<ImageState>>>>,
+    kernels: Mutex<HashMap<(String, String, String, u64), KernelCell>>,
+    image_bytes: AtomicU64,
+    images_read: AtomicU64,
+    deep_bytes: Arc<AtomicU64>,
+}
+
+impl Reads {
+    /// Totals over every checker sharing these reads.
+    pub fn inspected(&self) -> Inspected {
+        Inspected {
+            images: self.images_read.load(Ordering::Relaxed),
+            bytes: self.image_bytes.load(Ordering::Relaxed),
+            dtk_bytes: self.deep_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 pub struct Checker {
     registry: Registry,
     cache: Cache,
     objects: Arc<dyn Objects>,
     notify: Arc<dyn Fn(String) + Send + Sync>,
     concurrency: usize,
-    images: Mutex<HashMap<ImageKey, Arc<OnceCell<ImageState>>>>,
+    reads: Arc<Reads>,
     secrets: Mutex<HashMap<(String, String), SecretCell>>,
-    image_bytes: AtomicU64,
-    images_read: AtomicU64,
     /// `--deep`: judge every Ready Module's files against the driver-toolkit.
     deep: bool,
-    kernels: Mutex<HashMap<(String, String, String), KernelCell>>,
-    deep_bytes: Arc<AtomicU64>,
     /// Every row decided so far, in the order decided: what a deadline leaves proven.
     decided: Mutex<Vec<Row>>,
     /// Reads under way per registry host. A read the deadline cut off stays counted: the
@@ -376,13 +397,9 @@ impl Checker {
             objects,
             notify,
             concurrency: DEFAULT_CONCURRENCY,
-            images: Mutex::default(),
+            reads: Arc::default(),
             secrets: Mutex::default(),
-            image_bytes: AtomicU64::new(0),
-            images_read: AtomicU64::new(0),
             deep: false,
-            kernels: Mutex::default(),
-            deep_bytes: Arc::new(AtomicU64::new(0)),
             decided: Mutex::default(),
             waiting: Mutex::default(),
         }
@@ -424,17 +441,19 @@ impl Checker {
         self
     }
 
+    /// Share what is read with other checkers (other clusters of a fleet).
+    pub fn with_reads(mut self, reads: Arc<Reads>) -> Self {
+        self.reads = reads;
+        self
+    }
+
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
         self
     }
 
     pub fn inspected(&self) -> Inspected {
-        Inspected {
-            images: self.images_read.load(Ordering::Relaxed),
-            bytes: self.image_bytes.load(Ordering::Relaxed),
-            dtk_bytes: self.deep_bytes.load(Ordering::Relaxed),
-        }
+        self.reads.inspected()
     }
 
     /// Check every Module for every target, concurrently; rows in Module, then target order.
@@ -635,8 +654,13 @@ impl Checker {
                 target.kernel
             ));
         };
-        let key = (dtk.clone(), target.kernel.clone(), target.goarch.clone());
-        let cell = lock(&self.kernels).entry(key).or_default().clone();
+        let key = (
+            dtk.clone(),
+            target.kernel.clone(),
+            target.goarch.clone(),
+            self.registry.access_key(),
+        );
+        let cell = lock(&self.reads.kernels).entry(key).or_default().clone();
         let host = dtk.split('/').next().unwrap_or_default().to_string();
         cell.get_or_init(|| self.waiting_for(&host, self.read_kernel(dtk.clone(), target)))
             .await
@@ -701,7 +725,7 @@ impl Checker {
             &platform,
             wants,
             SYMVERS_LIMIT,
-            self.deep_bytes.clone(),
+            self.reads.deep_bytes.clone(),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -814,7 +838,6 @@ impl Checker {
         goarch: &str,
         access: &Access,
     ) -> (Verdict, String, Option<Result<Vec<CachedKo>, String>>) {
-        let secret = self.secret_key(module);
         let state = self
             .image(
                 &resolved.image,
@@ -822,7 +845,6 @@ impl Checker {
                 wanted,
                 goarch,
                 access,
-                secret.clone(),
             )
             .await;
         match state {
@@ -840,20 +862,11 @@ impl Checker {
             ImageState::Unknown(reason) => (Verdict::Unknown, reason, None),
             ImageState::Missing => {
                 let (verdict, reason) = self
-                    .without_image(module, resolved, wanted, goarch, access, secret)
+                    .without_image(module, resolved, wanted, goarch, access)
                     .await;
                 (verdict, reason, None)
             }
         }
-    }
-
-    fn secret_key(&self, module: &Module) -> Option<(String, String)> {
-        module
-            .spec
-            .image_repo_secret
-            .as_ref()
-            .filter(|s| !s.name.is_empty())
-            .map(|s| (module.metadata.namespace.clone(), s.name.clone()))
     }
 
     /// The image does not exist: KMM builds it, signs its unsigned image, or waits forever.
@@ -864,7 +877,6 @@ impl Checker {
         wanted: &Wanted,
         goarch: &str,
         access: &Access,
-        secret: Option<(String, String)>,
     ) -> (Verdict, String) {
         let namespace = &module.metadata.namespace;
         let image = &resolved.image;
@@ -928,7 +940,6 @@ impl Checker {
                     wanted,
                     goarch,
                     access,
-                    secret,
                 )
                 .await;
             match state {
@@ -1027,7 +1038,8 @@ impl Checker {
         None
     }
 
-    /// One image, checked once per run whatever the number of Modules that use it.
+    /// One image, checked once per run whatever the number of Modules (or clusters) that
+    /// read it with the same credentials and mirrors.
     async fn image(
         &self,
         image: &str,
@@ -1035,30 +1047,29 @@ impl Checker {
         wanted: &Wanted,
         goarch: &str,
         access: &Access,
-        secret: Option<(String, String)>,
     ) -> ImageState {
         let key = ImageKey {
             image: image.to_string(),
             goarch: goarch.to_string(),
             wanted: wanted.clone(),
             insecure: tls.any(),
-            secret,
+            access: access.registry.access_key(),
         };
-        let cell = lock(&self.images).entry(key).or_default().clone();
-        cell.get_or_init(|| async {
-            let host = image.split('/').next().unwrap_or(image);
-            let state = self
-                .waiting_for(host, self.inspect(image, tls, wanted, goarch, access))
-                .await;
-            match (&state, &access.note) {
-                (ImageState::Unknown(reason), Some(note)) => {
-                    ImageState::Unknown(format!("{reason} ({note})"))
-                }
-                _ => state,
+        let cell = lock(&self.reads.images).entry(key).or_default().clone();
+        let state = cell
+            .get_or_init(|| async {
+                let host = image.split('/').next().unwrap_or(image);
+                self.waiting_for(host, self.inspect(image, tls, wanted, goarch, access))
+                    .await
+            })
+            .await
+            .clone();
+        match (state, &access.note) {
+            (ImageState::Unknown(reason), Some(note)) => {
+                ImageState::Unknown(format!("{reason} ({note})"))
             }
-        })
-        .await
-        .clone()
+            (state, _) => state,
+        }
     }
 
     async fn inspect(
@@ -1141,8 +1152,9 @@ impl Checker {
                 }
                 Err(e) => return ImageState::Unknown(e.to_string()),
             };
-        self.images_read.fetch_add(1, Ordering::Relaxed);
-        self.image_bytes
+        self.reads.images_read.fetch_add(1, Ordering::Relaxed);
+        self.reads
+            .image_bytes
             .fetch_add(platform.total_size(), Ordering::Relaxed);
 
         // The config (for the architecture of a single-platform image) and the layers are read

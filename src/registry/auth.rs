@@ -274,6 +274,23 @@ fn lookup_keys(image: &ImageRef) -> Vec<String> {
 }
 
 impl Credentials {
+    /// Feed every source, in order, into `hasher`: equal hashes, equal credentials. The
+    /// secrets go into the hash only, which stays in memory.
+    pub fn hash_into(&self, hasher: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        for file in &self.files {
+            let mut auths: Vec<(&String, &String, &String)> = file
+                .auths
+                .iter()
+                .map(|(k, c)| (k, &c.username, &c.password))
+                .collect();
+            auths.sort();
+            let mut helpers: Vec<(&String, &String)> = file.helpers.iter().collect();
+            helpers.sort();
+            (auths, helpers).hash(hasher);
+        }
+    }
+
     /// Load the files the environment points at. An explicit file (flag or `REGISTRY_AUTH_FILE`)
     /// must be readable; default files that are missing are skipped silently, broken ones with a note.
     pub fn discover(explicit: Option<&Path>, env: &AuthEnv) -> Result<Self> {

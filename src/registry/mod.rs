@@ -184,6 +184,8 @@ pub struct Registry {
 struct Access {
     credentials: Credentials,
     insecure: Vec<String>,
+    /// Where else an image may be read from: one cluster's mirror sets and the mirror files.
+    mirrors: Mirrors,
 }
 
 /// A raw manifest and the digest it was verified against.
@@ -307,6 +309,7 @@ impl Registry {
         let access = Arc::new(Access {
             credentials: options.credentials.clone(),
             insecure: options.insecure.clone(),
+            mirrors: options.mirrors.clone(),
         });
         let plain_http = options.plain_http.iter().cloned().collect();
         let settings = http::Settings {
@@ -368,8 +371,37 @@ impl Registry {
             access: Arc::new(Access {
                 credentials,
                 insecure: all,
+                mirrors: self.access.mirrors.clone(),
             }),
         }
+    }
+
+    /// The same registry client with other mirror rules (another cluster's mirror sets).
+    pub fn with_mirrors(&self, mirrors: Mirrors) -> Registry {
+        Registry {
+            inner: self.inner.clone(),
+            access: Arc::new(Access {
+                credentials: self.access.credentials.clone(),
+                insecure: self.access.insecure.clone(),
+                mirrors,
+            }),
+        }
+    }
+
+    /// Two clients with the same key read every image from the same places with the same
+    /// credentials, so what one read holds for the other. (A hash, kept in memory only.)
+    pub fn access_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.access.credentials.hash_into(&mut hasher);
+        self.access.insecure.hash(&mut hasher);
+        format!("{:?}", self.access.mirrors).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The mirror rules this client applies.
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.access.mirrors
     }
 
     /// The credentials this client tries.
@@ -609,7 +641,7 @@ impl Registry {
     /// GET the manifest of `image` where the mirror rules say to look, in order. Returns the
     /// manifest and the location that answered: fetch the image's blobs from there.
     pub async fn manifest_located(&self, image: &ImageRef) -> Result<(RawManifest, ImageRef)> {
-        let mirrors = &self.inner.options.mirrors;
+        let mirrors = &self.access.mirrors;
         let (candidates, blocked) = mirrors.candidates(image);
         if candidates.len() == 1 && !blocked {
             return match self.manifest(image).await {

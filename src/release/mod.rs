@@ -237,6 +237,38 @@ pub struct Resolution {
     pub warnings: Vec<String>,
 }
 
+type MemoCell = std::sync::Arc<tokio::sync::OnceCell<Result<(DtkAnswer, Resolution)>>>;
+
+/// Releases resolved in this run: each (image, architecture) is read once, however many
+/// clusters ask, unless they read it with other credentials or mirrors.
+#[derive(Clone, Default)]
+pub struct Memo(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, Arch, u64), MemoCell>>>,
+);
+
+impl Memo {
+    /// `resolve`, or what it answered before for the same image, architecture and access.
+    pub async fn resolve(
+        &self,
+        registry: &Registry,
+        cache: &Cache,
+        image: &ImageRef,
+        arch: Arch,
+    ) -> Result<(DtkAnswer, Resolution)> {
+        let key = (image.to_string(), arch, registry.access_key());
+        let cell = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_init(|| resolve(registry, cache, image, arch))
+            .await
+            .clone()
+    }
+}
+
 /// A driver-toolkit's `/etc/driver-toolkit-release.json`, its size, and whether it was a list.
 async fn read_dtk(
     registry: &Registry,
