@@ -238,6 +238,7 @@ pub struct Resolution {
 }
 
 type MemoCell = std::sync::Arc<tokio::sync::OnceCell<Result<(DtkAnswer, Resolution)>>>;
+type MemoMap = std::collections::HashMap<(String, Arch, u64), MemoCell>;
 
 /// Releases resolved in this run: each (image, architecture) is read once, however many
 /// clusters ask, unless they read it with other credentials or mirrors.
