@@ -243,9 +243,7 @@ type MemoMap = std::collections::HashMap<(String, Arch, u64), MemoCell>;
 /// Releases resolved in this run: each (image, architecture) is read once, however many
 /// clusters ask, unless they read it with other credentials or mirrors.
 #[derive(Clone, Default)]
-pub struct Memo(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, Arch, u64), MemoCell>>>,
-);
+pub struct Memo(std::sync::Arc<std::sync::Mutex<MemoMap>>);
 
 impl Memo {
     /// `resolve`, or what it answered before for the same image, architecture and access.
