@@ -243,6 +243,19 @@ fn parse_timeout(input: &str) -> Result<Timeout, String> {
     }
 }
 
+/// Several clusters in one run (with the repeatable `--context` of `KubeArgs`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct FleetArgs {
+    /// Several kubeconfig contexts, comma-separated: one run over all their clusters, one
+    /// table with a CLUSTER column, the worst exit code
+    #[arg(long, value_name = "A,B,…", value_delimiter = ',')]
+    pub contexts: Vec<String>,
+
+    /// Every context of the kubeconfig
+    #[arg(long, conflicts_with = "contexts")]
+    pub all_contexts: bool,
+}
+
 /// kubectl's connection flags: kubectl does not hand its own to plugins, so they come after `kmm`.
 #[derive(Debug, Args, Clone)]
 pub struct KubeArgs {
@@ -250,9 +263,10 @@ pub struct KubeArgs {
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub kubeconfig: Option<PathBuf>,
 
-    /// The kubeconfig context to use
+    /// The kubeconfig context to use (check, preflight and status: repeat it for several
+    /// clusters)
     #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
+    pub context: Vec<String>,
 
     /// The kubeconfig cluster to use
     #[arg(long, value_name = "NAME")]
@@ -371,6 +385,9 @@ pub struct PreflightArgs {
 
     #[command(flatten)]
     pub kube: KubeArgs,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -450,6 +467,9 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub kube: KubeArgs,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +504,9 @@ pub struct StatusArgs {
 
     #[command(flatten)]
     pub kube: KubeArgs,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 const DTK_HELP: &str = "\
@@ -727,7 +750,7 @@ mod tests {
         let Command::Status(status) = parsed.command else {
             panic!()
         };
-        assert_eq!(status.kube.context.as_deref(), Some("prod"));
+        assert_eq!(status.kube.context, ["prod"]);
     }
 
     #[test]

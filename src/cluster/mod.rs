@@ -92,6 +92,15 @@ fn load_kubeconfig(explicit: Option<&PathBuf>) -> Result<Kubeconfig> {
     Ok(merged)
 }
 
+/// The contexts of the kubeconfig (as kubectl merges it), in its order, and the current one.
+pub fn kubeconfig_contexts(explicit: Option<&PathBuf>) -> Result<(Vec<String>, Option<String>)> {
+    let kubeconfig = load_kubeconfig(explicit)?;
+    Ok((
+        kubeconfig.contexts.iter().map(|c| c.name.clone()).collect(),
+        kubeconfig.current_context.clone(),
+    ))
+}
+
 impl Cluster {
     pub async fn connect(options: &ClusterOptions) -> Result<Cluster> {
         let kubeconfig = load_kubeconfig(options.kubeconfig.as_ref())?;

@@ -16,7 +16,8 @@ use crate::module::kernels::NodeInfo;
 use crate::module::source::{self, SecretData};
 use crate::module::spec::Module;
 use crate::output::check::{CheckReport, Matrix, ReleaseEntry, version_key};
-use crate::output::{self, Term};
+use crate::output::fleet::{ClusterEntry, Fleet, Tabular};
+use crate::output::{self, ReportFormat, Term};
 use crate::registry::auth::AuthEntries;
 use crate::registry::cache::Cache;
 use crate::registry::reference::ImageRef;
@@ -86,6 +87,7 @@ pub fn name_waits(error: Error, checker: &Checker) -> Error {
 }
 
 /// One release to check: how it was named, where its image is, and the risks the cluster knows.
+#[derive(Clone)]
 struct Listed {
     spec: ReleaseSpec,
     risks: Vec<Risk>,
@@ -128,57 +130,236 @@ impl Setup {
     }
 }
 
-pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
-    // Everything the user typed is checked before anything is read.
-    let mut listed = Vec::new();
-    for release in &args.release {
-        let (spec, _) = context::release_flags(Some(release), &args.release_repo)?;
-        if let Some(spec) = spec {
-            listed.push(Listed {
-                spec,
-                risks: Vec::new(),
-            });
+/// What the user typed, checked before anything is read: the releases, the release repository,
+/// and the files of `-f`.
+struct Inputs {
+    listed: Vec<Listed>,
+    release_repo: ImageRef,
+    loaded: Option<source::Loaded>,
+}
+
+impl Inputs {
+    fn read(args: &CheckArgs, term: &Term) -> Result<Inputs> {
+        let mut listed = Vec::new();
+        for release in &args.release {
+            let (spec, _) = context::release_flags(Some(release), &args.release_repo)?;
+            if let Some(spec) = spec {
+                listed.push(Listed {
+                    spec,
+                    risks: Vec::new(),
+                });
+            }
         }
-    }
-    let (_, release_repo) = context::release_flags(None, &args.release_repo)?;
-    for kernel in &args.kernel {
-        kmm::validate_kernel(kernel)?;
-    }
-    let loaded = if args.files.is_empty() {
-        None
-    } else {
-        let namespace = args.namespace.as_deref().unwrap_or("default");
-        let loaded = source::load(&args.files, namespace, &mut std::io::stdin().lock()).map_err(
-            |reason| {
-                Error::invalid(
-                    reason,
-                    "-f takes YAML or JSON files of Modules (and the Secrets and ConfigMaps they \
-                     name), a directory of them, or - for stdin",
-                )
-            },
-        )?;
-        for ignored in &loaded.ignored {
-            term.info(&format!(
-                "ignoring {ignored}: not a Module, Secret or ConfigMap"
+        let (_, release_repo) = context::release_flags(None, &args.release_repo)?;
+        for kernel in &args.kernel {
+            kmm::validate_kernel(kernel)?;
+        }
+        let loaded = if args.files.is_empty() {
+            None
+        } else {
+            let namespace = args.namespace.as_deref().unwrap_or("default");
+            let loaded = source::load(&args.files, namespace, &mut std::io::stdin().lock())
+                .map_err(|reason| {
+                    Error::invalid(
+                        reason,
+                        "-f takes YAML or JSON files of Modules (and the Secrets and ConfigMaps \
+                         they name), a directory of them, or - for stdin",
+                    )
+                })?;
+            for ignored in &loaded.ignored {
+                term.info(&format!(
+                    "ignoring {ignored}: not a Module, Secret or ConfigMap"
+                ));
+            }
+            Some(loaded)
+        };
+        if args.updates && loaded.is_some() {
+            return Err(Error::invalid(
+                "--updates reads the cluster's ClusterVersion, and -f means no cluster",
+                "list the releases with --release instead",
             ));
         }
-        Some(loaded)
-    };
-    if args.updates && loaded.is_some() {
-        return Err(Error::invalid(
-            "--updates reads the cluster's ClusterVersion, and -f means no cluster",
-            "list the releases with --release instead",
-        ));
+        Ok(Inputs {
+            listed,
+            release_repo,
+            loaded,
+        })
     }
 
+    /// One row per release rather than one table of Modules.
+    fn is_matrix(&self, args: &CheckArgs) -> bool {
+        args.updates || self.listed.len() > 1
+    }
+}
+
+/// What one cluster's check came to: the document printed for it, its exit code, the lines
+/// said on stderr besides, and the deadline when it cut the check short.
+struct Checked {
+    doc: CheckDoc,
+    exit: ExitStatus,
+    errors: Vec<String>,
+    cut_short: Option<Error>,
+}
+
+/// The single-cluster document: one table of Modules, or one row per release.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+enum CheckDoc {
+    Report(CheckReport),
+    Matrix(Matrix),
+}
+
+impl CheckDoc {
+    fn render(&self, format: ReportFormat, color: bool) -> String {
+        match self {
+            CheckDoc::Report(r) => r.render(format, color),
+            CheckDoc::Matrix(m) => m.render(format),
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match self {
+            CheckDoc::Report(r) => r.result,
+            CheckDoc::Matrix(m) => m.outcome(),
+        }
+    }
+}
+
+impl Tabular for CheckDoc {
+    fn header(&self, wide: bool) -> Vec<String> {
+        match self {
+            CheckDoc::Report(r) => r.header(wide),
+            CheckDoc::Matrix(m) => m.header(wide),
+        }
+    }
+
+    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
+        match self {
+            CheckDoc::Report(r) => r.rows(wide),
+            CheckDoc::Matrix(m) => m.rows(wide),
+        }
+    }
+
+    fn summary_line(&self) -> String {
+        match self {
+            CheckDoc::Report(r) => Tabular::summary_line(r),
+            CheckDoc::Matrix(m) => m.summary_line(),
+        }
+    }
+}
+
+pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
+    // Everything the user typed is checked before anything is read.
+    let inputs = Inputs::read(&args, term)?;
+    if let Some(contexts) = super::fleet::contexts(&args.kube, &args.fleet)? {
+        if inputs.loaded.is_some() {
+            return Err(Error::invalid(
+                "-f checks Modules from files, without a cluster, and --context… names clusters",
+                "drop -f to check the clusters' own Modules, or drop the contexts",
+            ));
+        }
+        return fleet(&args, &inputs, &contexts, term).await;
+    }
     let deadline = context::Deadline::new(args.timeout.0);
     // With files no cluster is needed, or contacted.
-    let cluster = match &loaded {
+    let cluster = match &inputs.loaded {
         Some(_) => None,
         None => Some(Arc::new(
             Cluster::connect(&super::cluster_options(&args.kube)).await?,
         )),
     };
+    let shared = Shared::new(Cache::new(args.registry.no_cache));
+    let setup = prepare(&args, &inputs, cluster, &shared, None, deadline, term).await?;
+    let checked = judge(&setup, &args, &inputs, deadline, term).await?;
+    output::stdout(&checked.doc.render(args.output, term.stdout_color()));
+    for line in &checked.errors {
+        term.error_line(line);
+    }
+    if let Some(error) = checked.cut_short {
+        // What was decided before the deadline is reported above, and a failure counts.
+        if checked.exit != ExitStatus::VerificationFailed {
+            return Err(error);
+        }
+        term.error(&error);
+    }
+    Ok(checked.exit)
+}
+
+/// Every cluster of `contexts`, each checked as `run` checks one, concurrently, over one
+/// registry client, one cache and the reads they share; one report.
+async fn fleet(
+    args: &CheckArgs,
+    inputs: &Inputs,
+    contexts: &[String],
+    term: &Term,
+) -> Result<ExitStatus> {
+    let deadline = context::Deadline::new(args.timeout.0);
+    let shared = Shared::new(Cache::new(args.registry.no_cache));
+    let base = super::fleet::base_registry(&args.registry, args.kube.request_timeout.0, term)?;
+    let shared = &shared;
+    let base = &base;
+    let entries = super::fleet::each(contexts, term, "checking", |name, voice| async move {
+        let options = super::fleet::options_for(&args.kube, &name);
+        let cluster = match Cluster::connect(&options).await {
+            Ok(cluster) => Arc::new(cluster),
+            Err(e) => {
+                voice.error(&e);
+                return ClusterEntry::failed(name, None, &e);
+            }
+        };
+        let server = Some(cluster.server.clone());
+        let checked = async {
+            let setup = prepare(
+                args,
+                inputs,
+                Some(cluster),
+                shared,
+                Some(base),
+                deadline,
+                &voice,
+            )
+            .await?;
+            judge(&setup, args, inputs, deadline, &voice).await
+        }
+        .await;
+        match checked {
+            Ok(checked) => {
+                for line in &checked.errors {
+                    voice.error_line(line);
+                }
+                let mut outcome = checked.doc.outcome();
+                if let Some(error) = &checked.cut_short {
+                    voice.error(error);
+                    if checked.exit != ExitStatus::VerificationFailed {
+                        outcome = Outcome::TimedOut;
+                    }
+                }
+                ClusterEntry::checked(name, server, outcome, checked.doc, checked.exit)
+            }
+            Err(e) => {
+                voice.error(&e);
+                ClusterEntry::failed(name, server, &e)
+            }
+        }
+    })
+    .await;
+    report_transfer(term, base.transferred(), shared.reads.inspected());
+    let fleet = Fleet::new(entries);
+    output::stdout(&fleet.render(args.output));
+    Ok(fleet.exit())
+}
+
+/// Everything a cluster's check needs before its target: registries (from `base` in a fleet),
+/// nodes, and the Modules to check, with the checker over them.
+async fn prepare(
+    args: &CheckArgs,
+    inputs: &Inputs,
+    cluster: Option<Arc<Cluster>>,
+    shared: &Shared,
+    base: Option<&Registry>,
+    deadline: context::Deadline,
+    term: &Term,
+) -> Result<Setup> {
     let cluster_ref = cluster.as_deref();
     // The pull secret, mirror sets, nodes and Modules at once.
     if let Some(cluster) = cluster_ref {
@@ -188,14 +369,15 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         ));
     }
     let listing = async {
-        match (&loaded, cluster_ref) {
+        match (&inputs.loaded, cluster_ref) {
             (Some(loaded), _) => Ok(loaded.modules.clone()),
             (None, Some(cluster)) => cluster.modules(args.namespace.as_deref()).await,
             (None, None) => Ok(Vec::new()),
         }
     };
     // Versions and --updates are looked up in the ClusterVersion: read it now too.
-    let wants_cluster_version = args.updates || listed.iter().any(|l| l.spec.version().is_some());
+    let wants_cluster_version =
+        args.updates || inputs.listed.iter().any(|l| l.spec.version().is_some());
     let cluster_version = async {
         if let Some(cluster) = cluster_ref.filter(|_| wants_cluster_version) {
             let _ = cluster.cluster_version().await;
@@ -208,6 +390,7 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
                     cluster_ref,
                     &args.registry,
                     args.kube.request_timeout.0,
+                    base,
                     term,
                 ),
                 context::nodes(cluster_ref, term),
@@ -217,34 +400,47 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
             Ok((registries?, nodes?, values?))
         })
         .await?;
-    let shared = Shared::new(Cache::new(args.registry.no_cache));
     term.step_done();
-    let files = loaded.as_ref().map(|l| l.module_files.as_slice());
-    let modules = select_modules(&values, files, &args, term)?;
+    let files = inputs.loaded.as_ref().map(|l| l.module_files.as_slice());
+    let modules = select_modules(&values, files, args, term)?;
     if modules.is_empty() {
-        nothing_to_check(&args, loaded.as_ref(), &values, term)?;
+        nothing_to_check(args, inputs.loaded.as_ref(), &values, term)?;
     }
-    let objects: Arc<dyn Objects> = match (loaded, &cluster) {
-        (Some(loaded), _) => Arc::new(loaded),
+    let objects: Arc<dyn Objects> = match (&inputs.loaded, &cluster) {
+        (Some(loaded), _) => Arc::new(loaded.clone()),
         (None, Some(cluster)) => Setup::cluster_objects(cluster.clone()),
         (None, None) => Arc::new(source::Loaded::default()),
     };
-    let checker = Setup::checker(&registries.modules, &shared, objects, term, args.deep);
-    let setup = Setup {
+    let checker = Setup::checker(&registries.modules, shared, objects, term, args.deep);
+    Ok(Setup {
         cluster,
         registries,
-        shared,
+        shared: shared.clone(),
         nodes,
         modules,
         checker,
-    };
+    })
+}
 
+/// The check of one cluster (or of files) against its target: one release or kernel, or one
+/// row per release.
+async fn judge(
+    setup: &Setup,
+    args: &CheckArgs,
+    inputs: &Inputs,
+    deadline: context::Deadline,
+    term: &Term,
+) -> Result<Checked> {
+    let mut listed = inputs.listed.clone();
     if args.updates {
-        listed.extend(deadline.bound(term, offered_updates(&setup, term)).await?);
+        listed.extend(deadline.bound(term, offered_updates(setup, term)).await?);
     }
-    if args.updates || listed.len() > 1 {
+    if inputs.is_matrix(args) {
         return deadline
-            .bound(term, matrix(&setup, &args, listed, &release_repo, term))
+            .bound(
+                term,
+                matrix(setup, args, listed, &inputs.release_repo, term),
+            )
             .await
             .map_err(|e| name_waits(e, &setup.checker));
     }
@@ -264,18 +460,18 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
                         &setup.registries.release,
                         &setup.shared,
                         &release.spec,
-                        &release_repo,
+                        &inputs.release_repo,
                         args.arch,
                         term,
                     )
                     .await?;
-                    context::say_release(term, &answer);
-                    let mut report = release_report(&setup, &answer, args.rt).await;
+                    setup.shared.say_release(term, &answer);
+                    let mut report = release_report(setup, &answer, args.rt).await;
                     report.risks = risks;
                     report
                 }
                 None => {
-                    let targets = kernel_targets(&args, setup.nodes.as_deref(), term);
+                    let targets = kernel_targets(args, setup.nodes.as_deref(), term);
                     let rows = setup.checker.check(&setup.modules, &targets).await;
                     CheckReport::new(
                         targets.iter().map(|t| t.kernel.clone()).collect(),
@@ -288,40 +484,52 @@ pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
         })
         .await;
     term.step_done();
-    report_transfer(
-        term,
-        setup.registries.release.transferred().since(before),
-        setup.checker.inspected(),
-    );
-    let report = match checked {
-        Ok(report) => report,
+    if term.is_fleet_member() {
+        // A fleet says what it read once, for all its clusters.
+    } else {
+        report_transfer(
+            term,
+            setup.registries.release.transferred().since(before),
+            setup.checker.inspected(),
+        );
+    }
+    match checked {
+        Ok(report) => {
+            let errors = refused(&report.modules);
+            let exit = exit_status(&report.modules);
+            Ok(Checked {
+                doc: CheckDoc::Report(report),
+                exit,
+                errors,
+                cut_short: None,
+            })
+        }
         Err(e @ Error::DeadlineExceeded { .. }) => {
             // What was decided before the deadline is still reported, and a failure counts.
             let report = CheckReport::cut_short(&setup.checker.decided());
-            output::stdout(&report.render(args.output, term.stdout_color()));
-            let error = name_waits(e, &setup.checker);
-            if report.result != Outcome::Failure {
-                return Err(error);
-            }
-            term.error(&error);
-            return Ok(ExitStatus::VerificationFailed);
+            let exit = if report.result == Outcome::Failure {
+                ExitStatus::VerificationFailed
+            } else {
+                e.exit_status()
+            };
+            Ok(Checked {
+                doc: CheckDoc::Report(report),
+                exit,
+                errors: Vec::new(),
+                cut_short: Some(name_waits(e, &setup.checker)),
+            })
         }
-        Err(e) => return Err(e),
-    };
-    output::stdout(&report.render(args.output, term.stdout_color()));
-    refused(&report.modules, term);
-    Ok(exit_status(&report.modules))
+        Err(e) => Err(e),
+    }
 }
 
 /// Every exit 2 says why on stderr: a Module KMM would refuse has its reason in its row, on
-/// stdout, and here. True when there was one.
-fn refused(rows: &[Row], term: &Term) -> bool {
-    let mut any = false;
-    for row in rows.iter().filter(|r| r.invalid) {
-        term.error_line(&format!("{}/{}: {}", row.namespace, row.name, row.reason));
-        any = true;
-    }
-    any
+/// stdout, and in these lines.
+fn refused(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.invalid)
+        .map(|row| format!("{}/{}: {}", row.namespace, row.name, row.reason))
+        .collect()
 }
 
 /// `--kernel`: each kernel once, for the nodes' architecture (`--arch`, else the kernel's own
@@ -418,7 +626,7 @@ async fn matrix(
     listed: Vec<Listed>,
     release_repo: &ImageRef,
     term: &Term,
-) -> Result<ExitStatus> {
+) -> Result<Checked> {
     if listed.is_empty() {
         return Err(Error::invalid(
             "no release to check",
@@ -443,7 +651,7 @@ async fn matrix(
     let mut read: Vec<&DtkAnswer> = resolved.iter().flatten().map(|(a, _)| a).collect();
     read.sort_by_key(|a| std::cmp::Reverse(version_key(&a.release_version)));
     for answer in read {
-        context::say_release(term, answer);
+        setup.shared.say_release(term, answer);
     }
     let mut releases: Vec<ReleaseEntry> = Vec::new();
     for (release, answer) in listed.iter().zip(resolved) {
@@ -472,22 +680,22 @@ async fn matrix(
             Err(e) => ReleaseEntry::unresolved(label, release.risks.clone(), &e),
         });
     }
-    report_transfer(
-        term,
-        setup.registries.release.transferred().since(before),
-        setup.checker.inspected(),
-    );
+    if !term.is_fleet_member() {
+        report_transfer(
+            term,
+            setup.registries.release.transferred().since(before),
+            setup.checker.inspected(),
+        );
+    }
     let matrix = Matrix::new(releases);
-    output::stdout(&matrix.render(args.output));
     // A release named wrong, or a Module KMM would refuse, is bad input whatever the others say
     // (a refused Module is said once, not once per release).
-    let mut bad_input = false;
+    let mut errors = Vec::new();
     for release in &matrix.releases {
         if release.bad_input
             && let Some(error) = &release.error
         {
-            term.error_line(&format!("release {}: {error}", release.version));
-            bad_input = true;
+            errors.push(format!("release {}: {error}", release.version));
         }
     }
     let mut rows: Vec<Row> = matrix
@@ -497,8 +705,8 @@ async fn matrix(
         .collect();
     rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     rows.dedup_by(|a, b| (&a.namespace, &a.name, &a.reason) == (&b.namespace, &b.name, &b.reason));
-    bad_input |= refused(&rows, term);
-    Ok(if bad_input {
+    errors.extend(refused(&rows));
+    let exit = if !errors.is_empty() {
         ExitStatus::BadInput
     } else if matrix.newest_safe.is_some() {
         ExitStatus::Success
@@ -511,6 +719,12 @@ async fn matrix(
         ExitStatus::Environment
     } else {
         ExitStatus::VerificationFailed
+    };
+    Ok(Checked {
+        doc: CheckDoc::Matrix(matrix),
+        exit,
+        errors,
+        cut_short: None,
     })
 }
 

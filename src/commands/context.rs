@@ -81,6 +81,8 @@ pub struct Shared {
     pub cache: Cache,
     pub reads: std::sync::Arc<crate::module::check::Reads>,
     pub releases: release::Memo,
+    /// The release images already said: a fleet says each once, not once per cluster.
+    said: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Shared {
@@ -89,6 +91,19 @@ impl Shared {
             cache,
             reads: Default::default(),
             releases: Default::default(),
+            said: Default::default(),
+        }
+    }
+
+    /// `say_release`, once per release image for the whole run, in the run's own voice.
+    pub fn say_release(&self, term: &Term, answer: &DtkAnswer) {
+        let first = self
+            .said
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(answer.release_image.clone());
+        if first {
+            say_release(&term.fleet(), answer);
         }
     }
 }
@@ -103,11 +118,13 @@ pub struct Registries {
 }
 
 /// The registry clients for a run: local auth files and the cluster's pull secret, the mirror
-/// files and the cluster's mirror sets.
+/// files and the cluster's mirror sets. With `base` (a fleet), they share its connections,
+/// what it learnt and its byte counts.
 pub async fn registries(
     cluster: Option<&Cluster>,
     args: &RegistryArgs,
     request_timeout: Option<std::time::Duration>,
+    base: Option<&Registry>,
     term: &Term,
 ) -> Result<Registries> {
     let local = super::local_credentials(args)?;
@@ -137,7 +154,12 @@ pub async fn registries(
     if !mirrors.is_empty() {
         term.info(&format!("applying {} image mirror rules", mirrors.len()));
     }
-    let release = super::registry(args, request_timeout, release_credentials, mirrors, term)?;
+    let release = match base {
+        Some(base) => base
+            .with_access(release_credentials, &[])
+            .with_mirrors(mirrors),
+        None => super::registry(args, request_timeout, release_credentials, mirrors, term)?,
+    };
     let modules = release.with_access(module_credentials, &[]);
     Ok(Registries { release, modules })
 }

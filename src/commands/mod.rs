@@ -4,6 +4,7 @@ pub mod check;
 pub mod completion;
 pub mod context;
 pub mod dtk;
+pub mod fleet;
 pub mod judge;
 pub mod preflight;
 pub mod status;
@@ -99,7 +100,7 @@ pub mod interrupt {
 pub fn cluster_options(args: &KubeArgs) -> ClusterOptions {
     ClusterOptions {
         kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
+        context: args.context.first().cloned(),
         cluster: args.cluster.clone(),
         user: args.user.clone(),
         as_user: args.as_user.clone(),

@@ -465,6 +465,7 @@ async fn release_side(
                 Some(cluster),
                 &args.registry,
                 args.kube.request_timeout.0,
+                None,
                 term,
             ),
             context::nodes(Some(cluster), term),

@@ -143,6 +143,7 @@ impl ClientSide {
                 Some(cluster),
                 &args.registry,
                 args.kube.request_timeout.0,
+                None,
                 term
             ),
             context::nodes(Some(cluster), term),

@@ -32,7 +32,7 @@ pub fn registry_entries(secret: &SecretData) -> Result<AuthEntries, String> {
 }
 
 /// What a set of files holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Loaded {
     /// Module objects, with their namespace filled in.
     pub modules: Vec<Value>,

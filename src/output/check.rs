@@ -3,6 +3,7 @@
 use console::Style;
 use serde::Serialize;
 
+use super::fleet::Tabular;
 use super::{ReportFormat, to_json, to_yaml};
 use crate::cluster::clusterversion::Risk;
 use crate::module::check::{Outcome, Row, Summary, Verdict};
@@ -69,21 +70,10 @@ impl CheckReport {
                 _ => "No KMM Module to check: nothing was checked.".into(),
             };
         }
-        let mut header = vec!["NAMESPACE", "MODULE", "KERNEL"];
-        if wide {
-            header.push("IMAGE");
-        }
-        header.extend(["VERDICT", "REASON"]);
+        let header = self.header(wide);
         let verdict_column = header.len() - 2;
-        let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
-        for m in &self.modules {
-            let mut cells = vec![m.namespace.clone(), m.name.clone(), m.kernel.clone()];
-            if wide {
-                cells.push(m.image.clone().unwrap_or_else(|| "-".into()));
-            }
-            cells.extend([m.verdict.to_string(), m.reason.clone()]);
-            rows.push(cells);
-        }
+        let mut rows = vec![header];
+        rows.extend(self.rows(wide));
         let style = |v: Verdict| match v {
             Verdict::Loads | Verdict::Ready | Verdict::WillBuild | Verdict::WillSign => {
                 Style::new().green()
@@ -136,6 +126,35 @@ impl CheckReport {
             plural(self.kernels.len(), "kernel", "kernels"),
             counts.join(", ")
         )
+    }
+}
+
+impl Tabular for CheckReport {
+    fn header(&self, wide: bool) -> Vec<String> {
+        let mut header = vec!["NAMESPACE", "MODULE", "KERNEL"];
+        if wide {
+            header.push("IMAGE");
+        }
+        header.extend(["VERDICT", "REASON"]);
+        header.into_iter().map(String::from).collect()
+    }
+
+    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
+        self.modules
+            .iter()
+            .map(|m| {
+                let mut cells = vec![m.namespace.clone(), m.name.clone(), m.kernel.clone()];
+                if wide {
+                    cells.push(m.image.clone().unwrap_or_else(|| "-".into()));
+                }
+                cells.extend([m.verdict.to_string(), m.reason.clone()]);
+                cells
+            })
+            .collect()
+    }
+
+    fn summary_line(&self) -> String {
+        CheckReport::summary_line(self)
     }
 }
 
@@ -223,6 +242,25 @@ pub struct Matrix {
 }
 
 impl Matrix {
+    /// Success when the newest release is safe for every Module; otherwise what keeps it from
+    /// being so (a refused Module, a failure, or what could not be checked).
+    pub fn outcome(&self) -> Outcome {
+        let rows: Vec<Row> = self
+            .releases
+            .iter()
+            .flat_map(|r| r.modules.iter().cloned())
+            .collect();
+        if rows.iter().any(|r| r.invalid) || self.releases.iter().any(|r| r.bad_input) {
+            Outcome::Invalid
+        } else if self.newest_safe.is_some() {
+            Outcome::Success
+        } else if self.releases.iter().all(|r| r.summary.failed == 0) {
+            Outcome::Unknown
+        } else {
+            Outcome::Failure
+        }
+    }
+
     pub fn new(mut releases: Vec<ReleaseEntry>) -> Self {
         releases.sort_by_key(|r| std::cmp::Reverse(version_key(&r.version)));
         let newest_safe = releases.iter().find(|r| r.safe).map(|r| r.version.clone());
@@ -243,11 +281,28 @@ impl Matrix {
 
     /// VERSION, KERNELS, RISKS, READY, FAILED (wide: and the release image).
     fn table(&self, wide: bool) -> String {
+        let mut rows = vec![self.header(wide)];
+        rows.extend(self.rows(wide));
+        let mut lines = super::align(&rows, &|_, _, cell| cell);
+        lines.push(match &self.newest_safe {
+            Some(v) => format!("Newest release safe for every Module: {v}"),
+            None => "No listed release is safe for every Module.".into(),
+        });
+        lines.join("\n")
+    }
+}
+
+impl Tabular for Matrix {
+    fn header(&self, wide: bool) -> Vec<String> {
         let mut header = vec!["VERSION", "KERNELS", "RISKS", "READY", "FAILED"];
         if wide {
             header.push("RELEASE IMAGE");
         }
-        let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        header.into_iter().map(String::from).collect()
+    }
+
+    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
+        let mut rows: Vec<Vec<String>> = Vec::new();
         for r in &self.releases {
             let (ready, all) = r.ready_count();
             let failed: Vec<String> = {
@@ -294,12 +349,14 @@ impl Matrix {
                 row.push(r.release_image.clone().unwrap_or_else(|| "-".into()));
             }
         }
-        let mut lines = super::align(&rows, &|_, _, cell| cell);
-        lines.push(match &self.newest_safe {
-            Some(v) => format!("Newest release safe for every Module: {v}"),
-            None => "No listed release is safe for every Module.".into(),
-        });
-        lines.join("\n")
+        rows
+    }
+
+    fn summary_line(&self) -> String {
+        match &self.newest_safe {
+            Some(v) => format!("newest release safe for every Module: {v}"),
+            None => "no listed release is safe for every Module".into(),
+        }
     }
 }
 

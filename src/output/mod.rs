@@ -3,6 +3,7 @@
 mod activity;
 pub mod check;
 pub mod dtk;
+pub mod fleet;
 pub mod preflight;
 mod terminal;
 
@@ -53,6 +54,15 @@ pub struct Term {
     pub no_color: bool,
     pub stdout_is_terminal: bool,
     pub stderr_is_terminal: bool,
+    /// One cluster of a fleet: its messages start with its name, and its steps are its own
+    /// (named in its deadline error, never shown as the spinner).
+    cluster: Option<Arc<ClusterVoice>>,
+}
+
+#[derive(Debug)]
+struct ClusterVoice {
+    name: String,
+    step: std::sync::Mutex<Option<String>>,
 }
 
 impl Term {
@@ -65,6 +75,39 @@ impl Term {
             no_color,
             stdout_is_terminal,
             stderr_is_terminal,
+            cluster: None,
+        }
+    }
+
+    /// The voice of one cluster of a fleet: `name: ` before each message, steps kept apart.
+    pub fn for_cluster(&self, name: &str) -> Term {
+        Term {
+            cluster: Some(Arc::new(ClusterVoice {
+                name: name.to_string(),
+                step: std::sync::Mutex::new(None),
+            })),
+            ..self.clone()
+        }
+    }
+
+    /// This voice speaks for one cluster of a fleet.
+    pub fn is_fleet_member(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The run's own voice, whichever cluster this one speaks for.
+    pub fn fleet(&self) -> Term {
+        Term {
+            cluster: None,
+            ..self.clone()
+        }
+    }
+
+    /// `message`, said for the cluster this voice speaks for.
+    fn voiced(&self, message: &str) -> String {
+        match &self.cluster {
+            Some(c) => format!("{}: {message}", c.name),
+            None => message.to_string(),
         }
     }
 
@@ -97,27 +140,27 @@ impl Term {
     /// the run).
     pub fn error_line(&self, message: &str) {
         let label = self.style(Style::new().red().bold()).apply_to("error:");
-        self.stderr_line(&format!("{label} {message}"));
+        self.stderr_line(&format!("{label} {}", self.voiced(message)));
     }
 
     pub fn warn(&self, message: &str) {
         let label = self
             .style(Style::new().yellow().bold())
             .apply_to("warning:");
-        self.stderr_line(&format!("{label} {message}"));
+        self.stderr_line(&format!("{label} {}", self.voiced(message)));
     }
 
     /// Always shown, on stderr (stdout stays for the result).
     pub fn say(&self, message: &str) {
         let label = self.style(Style::new().cyan()).apply_to("note:");
-        self.stderr_line(&format!("{label} {message}"));
+        self.stderr_line(&format!("{label} {}", self.voiced(message)));
     }
 
     /// Shown with `-v`.
     pub fn info(&self, message: &str) {
         if self.verbose > 0 {
             let label = self.style(Style::new().dim()).apply_to("info:");
-            self.stderr_line(&format!("{label} {message}"));
+            self.stderr_line(&format!("{label} {}", self.voiced(message)));
         }
     }
 
@@ -126,22 +169,31 @@ impl Term {
     pub fn step(&self, what: impl Into<String>) {
         let what = what.into();
         self.info(&what);
-        activity::set(Some(what), self.stderr_is_terminal);
+        self.resume_step(what);
     }
 
     /// Back to a step said before (after a step inside it): shown again, not said again.
     pub fn resume_step(&self, what: String) {
-        activity::set(Some(what), self.stderr_is_terminal);
+        match &self.cluster {
+            Some(c) => *c.step.lock().unwrap_or_else(|p| p.into_inner()) = Some(what),
+            None => activity::set(Some(what), self.stderr_is_terminal),
+        }
     }
 
     /// Nothing to wait for any more (or something else, the live table, shows progress).
     pub fn step_done(&self) {
-        activity::set(None, false);
+        match &self.cluster {
+            Some(c) => *c.step.lock().unwrap_or_else(|p| p.into_inner()) = None,
+            None => activity::set(None, false),
+        }
     }
 
     /// The step under way, for a `--timeout` error.
     pub fn current_step(&self) -> Option<String> {
-        activity::current()
+        match &self.cluster {
+            Some(c) => c.step.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => activity::current(),
+        }
     }
 
     /// A notifier for core code: registry notices become `-v` lines.

@@ -594,12 +594,7 @@ mod tests {
             .collect();
         rows[17] = row("ns", "m17", State::InProgress, "InProgress", "pulling");
         rows[30] = row("ns", "m30", State::Failed, "Failure", "no image");
-        let term = Term {
-            verbose: 0,
-            no_color: true,
-            stdout_is_terminal: false,
-            stderr_is_terminal: false,
-        };
+        let term = Term::new(0, true);
         let mut live = Live::new(ReportFormat::Json, &term, "PreflightValidationOCP p".into());
         live.progress = Progress { rows };
         let frame = live.frame(10, 80);
