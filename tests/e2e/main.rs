@@ -12,6 +12,7 @@ mod cluster_access;
 mod deep;
 mod docs;
 mod dtk;
+mod fleet;
 mod mirrors;
 mod preflight;
 mod preflight_check;

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod docs;
 pub mod fixtures;
+pub mod fleet;
 pub mod httpproxy;
 pub mod images;
 pub mod kmod;
