@@ -391,7 +391,7 @@ pub struct PreflightArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("target").args(["release", "kernel", "updates"]).required(true).multiple(true))]
+#[command(group = clap::ArgGroup::new("target").args(["release", "kernel", "updates", "cgu"]).required(true).multiple(true))]
 pub struct CheckArgs {
     /// Only these Modules (by name; default: all)
     #[arg(value_name = "MODULE")]
@@ -444,6 +444,32 @@ pub struct CheckArgs {
     /// (stdin) instead of the cluster (repeatable)
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", value_hint = ValueHint::AnyPath)]
     pub files: Vec<PathBuf>,
+
+    /// The context is an ACM hub running KMM-hub: check every ManagedClusterModule for every
+    /// ManagedCluster it selects, against the kernels that cluster will boot (read from the hub
+    /// only: KMM's kernel claim, ACM's view of the offered updates)
+    #[arg(long, conflicts_with_all = ["files", "kernel", "contexts", "all_contexts", "namespace"])]
+    pub hub: bool,
+
+    /// With --hub: the namespace KMM-hub runs in (its imageRepoSecrets, build and sign
+    /// ConfigMaps and Secrets)
+    #[arg(long, value_name = "NAMESPACE", requires = "hub", default_value = crate::cluster::hub::DEFAULT_HUB_NAMESPACE)]
+    pub hub_namespace: String,
+
+    /// With --hub: an image KMM-hub would still have to build or sign is Failed, not
+    /// WillBuild/WillSign (KMM-hub builds only once a node of the cluster runs the new kernel)
+    #[arg(long, requires = "hub")]
+    pub images_must_exist: bool,
+
+    /// With --hub: exactly the clusters TALM's ClusterGroupUpgrade NAMESPACE/NAME will upgrade,
+    /// against the release its policies name, with the batch each cluster goes in
+    #[arg(long, value_name = "NAMESPACE/NAME", requires = "hub")]
+    pub cgu: Option<String>,
+
+    /// With --hub: print only the kmod images of the target kernels, one per line (for TALM's
+    /// PreCachingConfig additionalImages)
+    #[arg(long, requires = "hub")]
+    pub precache_images: bool,
 
     /// Output: a table (`wide`: with each Module's image), or one JSON or YAML object
     #[arg(short = 'o', long, default_value = "table", value_parser = check_format())]

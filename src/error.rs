@@ -149,6 +149,11 @@ pub enum Error {
     #[error("forbidden: {detail}")]
     Forbidden { detail: String },
 
+    /// Something the run cannot tell from where it stands (e.g. a spoke whose kernels the hub
+    /// does not know).
+    #[error("{detail}")]
+    NotKnown { detail: String },
+
     #[error("KMM is not installed: the cluster has {looked_for}")]
     KmmNotInstalled { looked_for: String },
 
@@ -237,7 +242,8 @@ impl Error {
             | Error::ClusterUnauthorized { .. }
             | Error::Forbidden { .. }
             | Error::KmmNotInstalled { .. }
-            | Error::ClusterApi { .. } => ExitStatus::Environment,
+            | Error::ClusterApi { .. }
+            | Error::NotKnown { .. } => ExitStatus::Environment,
         }
     }
 
@@ -337,6 +343,7 @@ impl Error {
             Error::ClusterUnauthorized { .. } => {
                 "log in again (`oc login`), or pick another --context or --user".into()
             }
+            Error::NotKnown { .. } => return None,
             Error::Forbidden { .. } => {
                 "ask a cluster admin for the kubectl-kmm ClusterRole (see README, RBAC), or use \
                  --as to impersonate an allowed user"

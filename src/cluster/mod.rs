@@ -3,6 +3,7 @@
 
 pub mod clusterversion;
 pub mod follow;
+pub mod hub;
 pub mod kmm;
 pub mod status;
 

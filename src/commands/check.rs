@@ -194,7 +194,7 @@ impl Inputs {
 
 /// What one cluster's check came to: the document printed for it, its exit code, the lines
 /// said on stderr besides, and the deadline when it cut the check short.
-struct Checked {
+pub(super) struct Checked {
     doc: CheckDoc,
     exit: ExitStatus,
     errors: Vec<String>,
@@ -204,20 +204,20 @@ struct Checked {
 /// The single-cluster document: one table of Modules, or one row per release.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
-enum CheckDoc {
+pub(super) enum CheckDoc {
     Report(CheckReport),
     Matrix(Matrix),
 }
 
 impl CheckDoc {
-    fn render(&self, format: ReportFormat, color: bool) -> String {
+    pub(super) fn render(&self, format: ReportFormat, color: bool) -> String {
         match self {
             CheckDoc::Report(r) => r.render(format, color),
             CheckDoc::Matrix(m) => m.render(format),
         }
     }
 
-    fn outcome(&self) -> Outcome {
+    pub(super) fn outcome(&self) -> Outcome {
         match self {
             CheckDoc::Report(r) => r.result,
             CheckDoc::Matrix(m) => m.outcome(),
@@ -251,6 +251,10 @@ impl Tabular for CheckDoc {
 pub async fn run(args: CheckArgs, term: &Term) -> Result<ExitStatus> {
     // Everything the user typed is checked before anything is read.
     let inputs = Inputs::read(&args, term)?;
+    if args.hub {
+        let releases: Vec<ReleaseSpec> = inputs.listed.iter().map(|l| l.spec.clone()).collect();
+        return super::hub::run(&args, &releases, &inputs.release_repo, term).await;
+    }
     if let Some(contexts) = super::fleet::contexts(&args.kube, &args.fleet)? {
         if inputs.loaded.is_some() {
             return Err(Error::invalid(
@@ -706,7 +710,19 @@ async fn matrix(
     rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     rows.dedup_by(|a, b| (&a.namespace, &a.name, &a.reason) == (&b.namespace, &b.name, &b.reason));
     errors.extend(refused(&rows));
-    let exit = if !errors.is_empty() {
+    let exit = matrix_exit(&matrix, !errors.is_empty());
+    Ok(Checked {
+        doc: CheckDoc::Matrix(matrix),
+        exit,
+        errors,
+        cut_short: None,
+    })
+}
+
+/// A matrix's exit code: 2 for bad input, 0 when a release is safe for every Module, 4 when
+/// none failed but some could not be checked, else 1.
+pub(super) fn matrix_exit(matrix: &Matrix, bad_input: bool) -> ExitStatus {
+    if bad_input {
         ExitStatus::BadInput
     } else if matrix.newest_safe.is_some() {
         ExitStatus::Success
@@ -719,13 +735,7 @@ async fn matrix(
         ExitStatus::Environment
     } else {
         ExitStatus::VerificationFailed
-    };
-    Ok(Checked {
-        doc: CheckDoc::Matrix(matrix),
-        exit,
-        errors,
-        cut_short: None,
-    })
+    }
 }
 
 /// No Module to check. From files, or in a namespace or among names asked for, that is bad
@@ -854,7 +864,7 @@ fn select_modules(
 }
 
 /// `-v`: what the check read against what the images hold.
-fn report_transfer(term: &Term, transferred: Transferred, inspected: Inspected) {
+pub(super) fn report_transfer(term: &Term, transferred: Transferred, inspected: Inspected) {
     let fetched = transferred.manifest_bytes + transferred.blob_bytes;
     // --deep's driver-toolkit layers are said on their own line, not counted against the
     // kmod images.
@@ -880,7 +890,7 @@ fn report_transfer(term: &Term, transferred: Transferred, inspected: Inspected) 
 
 /// 2 when KMM would refuse a Module, else 1 when one would fail to load, else 4 when one could
 /// not be checked, else 0 (with nothing to check too: said as a warning, and `NoModules`).
-fn exit_status(rows: &[Row]) -> ExitStatus {
+pub(super) fn exit_status(rows: &[Row]) -> ExitStatus {
     match Outcome::of(rows) {
         Outcome::Invalid => ExitStatus::BadInput,
         Outcome::Failure => ExitStatus::VerificationFailed,

@@ -5,6 +5,7 @@ pub mod completion;
 pub mod context;
 pub mod dtk;
 pub mod fleet;
+pub mod hub;
 pub mod judge;
 pub mod preflight;
 pub mod status;

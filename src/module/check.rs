@@ -219,7 +219,7 @@ impl<'a> Job<'a> {
 
 /// The driver-toolkit that carries `kernel`'s devel files: the stream of that kernel, its RT
 /// kernel, or a variant of it (`+64k`).
-fn dtk_of(streams: &[DtkStream], kernel: &str) -> Option<String> {
+pub fn dtk_of(streams: &[DtkStream], kernel: &str) -> Option<String> {
     streams
         .iter()
         .find(|s| s.kernel_version == kernel || s.rt_kernel_version.as_deref() == Some(kernel))

@@ -29,6 +29,9 @@ pub struct ClusterEntry<D> {
     pub report: Option<D>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `--cgu`: the TALM batch the cluster is upgraded in (1 first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
     /// The exit code of this cluster's run on its own.
     #[serde(skip)]
     pub exit: ExitStatus,
@@ -48,6 +51,7 @@ impl<D> ClusterEntry<D> {
             result,
             report: Some(report),
             error: None,
+            batch: None,
             exit,
         }
     }
@@ -67,9 +71,18 @@ impl<D> ClusterEntry<D> {
             result,
             report: None,
             error: Some(error.to_string()),
+            batch: None,
             exit,
         }
     }
+}
+
+fn first_header(batched: bool) -> Vec<String> {
+    let mut header = vec!["CLUSTER".to_string()];
+    if batched {
+        header.push("BATCH".into());
+    }
+    header
 }
 
 /// How many clusters came to each result.
@@ -92,6 +105,10 @@ pub struct Fleet<D> {
     /// NoModules when no cluster had anything to check).
     pub result: Outcome,
     pub summary: FleetSummary,
+    /// What the run noticed about the fleet as a whole (e.g. a ManagedClusterModule that
+    /// selects no cluster).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub clusters: Vec<ClusterEntry<D>>,
 }
 
@@ -151,6 +168,7 @@ impl<D: Serialize + Tabular> Fleet<D> {
         Fleet {
             result,
             summary,
+            notes: Vec::new(),
             clusters,
         }
     }
@@ -181,20 +199,36 @@ impl<D: Serialize + Tabular> Fleet<D> {
             .map(|r| r.header(wide))
             .unwrap_or_else(|| vec!["RESULT".into(), "REASON".into()]);
         let width = header.len();
-        let mut rows = vec![
-            std::iter::once("CLUSTER".to_string())
-                .chain(header)
-                .collect::<Vec<_>>(),
-        ];
+        // With --cgu, the batch each cluster goes in.
+        let batched = self.clusters.iter().any(|c| c.batch.is_some());
+        let first = |c: &ClusterEntry<D>| {
+            let mut cells = vec![c.context.clone()];
+            if batched {
+                cells.push(c.batch.map_or("-".into(), |b| b.to_string()));
+            }
+            cells
+        };
+        let mut rows = vec![first_header(batched).into_iter().chain(header).collect()];
         for c in &self.clusters {
             match (&c.report, &c.error) {
                 (Some(report), _) => {
-                    for cells in report.rows(wide) {
-                        rows.push(std::iter::once(c.context.clone()).chain(cells).collect());
+                    let cells = report.rows(wide);
+                    if cells.is_empty() {
+                        let mut cells = first(c);
+                        cells.extend(std::iter::repeat_n(
+                            "-".to_string(),
+                            width.saturating_sub(2),
+                        ));
+                        cells.push(format!("{:?}", c.result));
+                        cells.push("nothing to check".into());
+                        rows.push(cells);
+                    }
+                    for cells in cells {
+                        rows.push(first(c).into_iter().chain(cells).collect());
                     }
                 }
                 (None, error) => {
-                    let mut cells = vec![c.context.clone()];
+                    let mut cells = first(c);
                     cells.extend(std::iter::repeat_n(
                         "-".to_string(),
                         width.saturating_sub(2),

@@ -24,7 +24,19 @@ static VERSION: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// CPU architectures of OpenShift payloads, by their RPM names (as in release tags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    clap::ValueEnum,
+    Serialize,
+    Deserialize,
+)]
 pub enum Arch {
     #[value(name = "x86_64", alias = "amd64")]
     #[serde(rename = "x86_64")]

@@ -13,6 +13,7 @@ mod deep;
 mod docs;
 mod dtk;
 mod fleet;
+mod hub;
 mod mirrors;
 mod preflight;
 mod preflight_check;

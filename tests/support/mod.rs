@@ -8,6 +8,7 @@ pub mod docs;
 pub mod fixtures;
 pub mod fleet;
 pub mod httpproxy;
+pub mod hub;
 pub mod images;
 pub mod kmod;
 pub mod measure;
