@@ -118,11 +118,15 @@ async fn the_cluster_role_grants_exactly_what_the_plugin_uses() {
     let rbac = Rbac::from_yaml("alice", &std::fs::read_to_string(RBAC).unwrap());
     let mut requests = run_everything(Kmm::Ocp24, &rbac).await;
     requests.extend(run_everything(Kmm::Upstream24, &rbac).await);
-    // Nothing alice did was refused...
-    for r in &requests {
+    assert_exact(&rbac, &requests, "deploy/rbac.yaml");
+}
+
+/// Nothing alice did was refused, and every verb of every rule served.
+fn assert_exact(rbac: &Rbac, requests: &[support::apiserver::Recorded], file: &str) {
+    for r in requests {
         assert!(
             rbac.allows(r).is_some(),
-            "not granted by deploy/rbac.yaml: {} {} {}/{} {}",
+            "not granted by {file}: {} {} {}/{} {}",
             r.verb,
             r.group,
             r.resource,
@@ -142,9 +146,56 @@ async fn the_cluster_role_grants_exactly_what_the_plugin_uses() {
                 });
                 assert!(
                     used,
-                    "deploy/rbac.yaml grants {verb} on {resource}, which the plugin never used"
+                    "{file} grants {verb} on {resource}, which the plugin never used"
                 );
             }
         }
     }
+}
+
+const HUB_RBAC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac-hub.yaml");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_role_grants_exactly_what_check_hub_uses() {
+    use support::hub::{HUB_NAMESPACE, TARGET, TestHub};
+    let rbac = Rbac::from_yaml("alice", &std::fs::read_to_string(HUB_RBAC).unwrap());
+    let hub = TestHub::start().await;
+    hub.api.enforce(rbac.clone());
+    let secret = auth_file(&[("quay.io", "kmm", "x")]);
+    hub.api.put(
+        "",
+        "Secret",
+        json!({"metadata": {"name": "pull-secret", "namespace": "openshift-config"},
+               "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(&secret)}}),
+    );
+    // A ManagedClusterModule with an imageRepoSecret, read in KMM-hub's namespace.
+    let mut spec = support::cluster::module_spec(&hub.image("gpu"), false);
+    spec["imageRepoSecret"] = json!({"name": "vendor-pull"});
+    hub.mcm("gpu", &[("gpu", "true")], spec);
+    hub.api.add_registry_secret(
+        HUB_NAMESPACE,
+        "vendor-pull",
+        &auth_file(&[(&hub.registry.addr, "kmm", "x")]),
+    );
+    hub.offers("sno-east", &[TARGET]);
+    hub.cgu("upgrade", &["sno-east"], json!([]), TARGET);
+    let as_alice = |extra: &[&'static str]| {
+        let mut args = vec!["check", "--hub", "--user", "alice"];
+        args.extend_from_slice(extra);
+        args
+    };
+    hub.plugin(&as_alice(&["--release", TARGET]))
+        .await
+        .expect_code(4);
+    hub.plugin(&as_alice(&["--updates"])).await.expect_code(4);
+    hub.plugin(&as_alice(&["--cgu", "ztp/upgrade"]))
+        .await
+        .expect_code(0);
+    let requests: Vec<_> = hub
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == "alice" && !r.resource.is_empty())
+        .collect();
+    assert_exact(&rbac, &requests, "deploy/rbac-hub.yaml");
 }
