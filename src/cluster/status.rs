@@ -126,6 +126,8 @@ pub fn state_of(status: &str) -> State {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
+    /// With several clusters followed at once: the cluster (kubeconfig context); else empty.
+    pub cluster: String,
     pub namespace: String,
     pub name: String,
     /// The verdict so far: KMM's, or KMM's and the client check's together.
@@ -180,6 +182,7 @@ pub fn evaluate(modules: &[ModuleRef], entries: &[Entry]) -> Progress {
                 .copied();
             match found {
                 Some(e) => Row {
+                    cluster: String::new(),
                     namespace: m.namespace.clone(),
                     name: m.name.clone(),
                     state: state_of(&e.status),
@@ -190,6 +193,7 @@ pub fn evaluate(modules: &[ModuleRef], entries: &[Entry]) -> Progress {
                     check: None,
                 },
                 None => Row {
+                    cluster: String::new(),
                     namespace: m.namespace.clone(),
                     name: m.name.clone(),
                     state: State::Pending,

@@ -894,7 +894,7 @@ pub(super) fn exit_status(rows: &[Row]) -> ExitStatus {
     match Outcome::of(rows) {
         Outcome::Invalid => ExitStatus::BadInput,
         Outcome::Failure => ExitStatus::VerificationFailed,
-        Outcome::Unknown | Outcome::TimedOut => ExitStatus::Environment,
+        Outcome::Unknown | Outcome::TimedOut | Outcome::InProgress => ExitStatus::Environment,
         Outcome::Success | Outcome::NoModules => ExitStatus::Success,
     }
 }

@@ -17,6 +17,7 @@ use crate::module::check::{Plan, Target};
 use crate::module::kernels::{self, Boot, NodeInfo, Variant};
 use crate::module::spec::Module;
 use crate::output::ReportFormat;
+use crate::output::fleet::{ClusterEntry, Fleet};
 use crate::output::preflight::{Live, Report};
 use crate::output::{self, Term};
 use crate::registry::cache::Cache;
@@ -50,8 +51,100 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         ));
     }
 
+    if let Some(contexts) = super::fleet::contexts(&args.kube, &args.fleet)? {
+        return fleet(&args, release_spec.as_ref(), &release_repo, &contexts, term).await;
+    }
     let deadline = context::Deadline::new(args.timeout.0);
     let cluster = Arc::new(Cluster::connect(&super::cluster_options(&args.kube)).await?);
+    let armed = arm(
+        cluster,
+        &args,
+        release_spec.as_ref(),
+        &release_repo,
+        deadline,
+        None,
+        term,
+    )
+    .await?;
+    let mut following = match armed {
+        Armed::Ended { status, .. } => return Ok(status),
+        Armed::Follow(following) => following,
+    };
+    let outcome = follow_to_verdict(
+        &following.cluster,
+        &following.plan.resource,
+        &following.name,
+        deadline,
+        args.output,
+        term,
+        following.header.clone(),
+        &mut following.judge,
+    )
+    .await?;
+    following.finish(&args, outcome, term).await
+}
+
+/// A cluster's preflight, created (or found) and ready to follow.
+struct Following {
+    cluster: Arc<Cluster>,
+    plan: kmm::Plan,
+    inputs: Inputs,
+    name: String,
+    judge: ClientJudge,
+    header: String,
+}
+
+impl Following {
+    /// The report of the verdict (printed for -o json|yaml|name), and `--cleanup`.
+    async fn finish(
+        &self,
+        args: &PreflightArgs,
+        outcome: Outcome,
+        term: &Term,
+    ) -> Result<ExitStatus> {
+        let report = report(&self.plan, &self.inputs, outcome.result, &outcome.progress);
+        if let Some(text) = report.render(args.output) {
+            output::stdout(&text);
+        }
+        self.cleanup(args, &outcome, term).await?;
+        Ok(outcome.status)
+    }
+
+    async fn cleanup(&self, args: &PreflightArgs, outcome: &Outcome, term: &Term) -> Result<()> {
+        if args.cleanup && matches!(outcome.end, End::Complete) {
+            self.cluster.delete(&self.plan.resource, &self.name).await?;
+            term.info(&format!(
+                "deleted {} {} (--cleanup)",
+                self.plan.resource.kind, self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What `arm` came to: a preflight to follow, or the end already (a dry run, `--no-wait`, a
+/// deadline before the object was followed). In a fleet, the end's report is not printed but
+/// returned.
+enum Armed {
+    Follow(Box<Following>),
+    Ended {
+        report: Option<Report>,
+        status: ExitStatus,
+    },
+}
+
+/// Everything up to following: KMM's API and the release at once, the client check while the
+/// object is created (or after the objects in the way are gone). `fleet`: the registry and
+/// reads the clusters of a fleet share (nothing printed then, and no question asked).
+async fn arm(
+    cluster: Arc<Cluster>,
+    args: &PreflightArgs,
+    release_spec: Option<&crate::release::ReleaseSpec>,
+    release_repo: &crate::registry::reference::ImageRef,
+    deadline: context::Deadline,
+    fleet: Option<(&Shared, &crate::registry::Registry)>,
+    term: &Term,
+) -> Result<Armed> {
     // Two lines of work at once, each starting a step as soon as its inputs are there: KMM's
     // CRDs, then the preflight objects already there; and the cluster reads the release needs
     // (pull secret, mirror sets, nodes, ClusterVersion) and the Modules, then the release.
@@ -68,7 +161,7 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         };
         Ok::<_, Error>((api, listed))
     };
-    let release_side = release_side(&cluster, &args, release_spec.as_ref(), &release_repo, term);
+    let release_side = release_side(&cluster, args, release_spec, release_repo, fleet, term);
     let ((api, listed), side) = deadline
         .bound(term, async {
             tokio::pin!(kmm_side, release_side);
@@ -122,10 +215,13 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
             ReportFormat::Name => report(&plan, inputs, "", &Progress::default()).object_name(),
             _ => output::to_yaml(&object),
         });
-        return Ok(ExitStatus::Success);
+        return Ok(Armed::Ended {
+            report: None,
+            status: ExitStatus::Success,
+        });
     }
 
-    let assessment = assess(&api, &plan, &args, listed)?;
+    let assessment = assess(&api, &plan, args, listed)?;
     let room = if assessment.same {
         term.say(&format!(
             "{} {name} exists with the same spec: following it",
@@ -173,14 +269,14 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
             } else {
                 let judge = check.await;
                 term.step_done();
-                clear(&cluster, &assessment.existing, &args, term).await?;
+                clear(&cluster, &assessment.existing, args, fleet.is_some(), term).await?;
                 term.step(format!("creating {} {name}", plan.resource.kind));
                 create.await.map(|()| judge)
             }
         })
         .await;
     term.step_done();
-    let mut judge = match (judged, kept) {
+    let judge = match (judged, kept) {
         (Ok(judge), _) => judge,
         (Err(e @ Error::DeadlineExceeded { .. }), Some(checker)) => {
             // What the client check proved before the deadline is still said.
@@ -192,14 +288,32 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
                 checker.decided(),
             );
             let progress = judge.judge(status::evaluate(&judge.refs(), &[]));
-            return cut_short(
-                check::name_waits(e, &checker),
+            let report = report(&plan, inputs, "TimedOut", &progress);
+            let error = check::name_waits(e, &checker);
+            if fleet.is_some() {
+                let failed = !failure_lines(&progress, &inputs.kernel_version).is_empty();
+                term.error(&error);
+                return Ok(Armed::Ended {
+                    report: Some(report),
+                    status: if failed {
+                        ExitStatus::VerificationFailed
+                    } else {
+                        error.exit_status()
+                    },
+                });
+            }
+            let status = cut_short(
+                error,
                 &progress,
-                &report(&plan, inputs, "TimedOut", &progress),
+                &report,
                 &inputs.kernel_version,
                 args.output,
                 term,
-            );
+            )?;
+            return Ok(Armed::Ended {
+                report: None,
+                status,
+            });
         }
         (Err(e), _) => return Err(e),
     };
@@ -213,6 +327,20 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         };
         let report = report(&plan, inputs, result, &progress);
         let failed = failure_lines(&progress, &inputs.kernel_version);
+        let status = if failed.is_empty() {
+            ExitStatus::Success
+        } else {
+            ExitStatus::VerificationFailed
+        };
+        if fleet.is_some() {
+            for line in &failed {
+                term.say(line.trim_start());
+            }
+            return Ok(Armed::Ended {
+                report: Some(report),
+                status,
+            });
+        }
         match report.render(args.output) {
             Some(text) => {
                 output::stdout(&text);
@@ -230,10 +358,9 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
                 output::stdout(&lines.join("\n"));
             }
         }
-        return Ok(if failed.is_empty() {
-            ExitStatus::Success
-        } else {
-            ExitStatus::VerificationFailed
+        return Ok(Armed::Ended {
+            report: None,
+            status,
         });
     }
 
@@ -241,29 +368,14 @@ pub async fn run(args: PreflightArgs, term: &Term) -> Result<ExitStatus> {
         "{} {name}: kernel {}",
         plan.resource.kind, inputs.kernel_version
     );
-    let outcome = follow_to_verdict(
-        &cluster,
-        &plan.resource,
-        &name,
-        deadline,
-        args.output,
-        term,
+    Ok(Armed::Follow(Box::new(Following {
+        inputs: inputs.clone(),
+        cluster,
+        plan,
+        name,
+        judge,
         header,
-        &mut judge,
-    )
-    .await?;
-    let report = report(&plan, inputs, outcome.result, &outcome.progress);
-    if let Some(text) = report.render(args.output) {
-        output::stdout(&text);
-    }
-    if args.cleanup && matches!(outcome.end, End::Complete) {
-        cluster.delete(&plan.resource, &name).await?;
-        term.info(&format!(
-            "deleted {} {name} (--cleanup)",
-            plan.resource.kind
-        ));
-    }
-    Ok(outcome.status)
+    })))
 }
 
 /// The deadline passed before KMM's object could be followed: what the client check decided
@@ -443,6 +555,7 @@ async fn release_side(
     args: &PreflightArgs,
     release_spec: Option<&crate::release::ReleaseSpec>,
     release_repo: &crate::registry::reference::ImageRef,
+    fleet: Option<(&Shared, &crate::registry::Registry)>,
     term: &Term,
 ) -> Result<ReleaseSide> {
     let mut client_check = !args.no_client_check && args.dry_run == DryRun::None;
@@ -465,14 +578,17 @@ async fn release_side(
                 Some(cluster),
                 &args.registry,
                 args.kube.request_timeout.0,
-                None,
+                fleet.map(|(_, base)| base),
                 term,
             ),
             context::nodes(Some(cluster), term),
             cluster_version,
         );
         let (registries, nodes) = (registries?, nodes?);
-        let shared = Shared::new(Cache::new(args.registry.no_cache));
+        let shared = match fleet {
+            Some((shared, _)) => shared.clone(),
+            None => Shared::new(Cache::new(args.registry.no_cache)),
+        };
         let answer = match release_spec {
             Some(spec) => Some(
                 context::resolve_release(
@@ -486,7 +602,7 @@ async fn release_side(
                     term,
                 )
                 .await
-                .inspect(|(answer, _)| context::say_release(term, answer))?,
+                .inspect(|(answer, _)| shared.say_release(term, answer))?,
             ),
             None => None,
         };
@@ -602,13 +718,14 @@ async fn clear(
     cluster: &Cluster,
     existing: &[(Resource, String)],
     args: &PreflightArgs,
+    in_fleet: bool,
     term: &Term,
 ) -> Result<()> {
     let names: Vec<String> = existing
         .iter()
         .map(|(r, n)| format!("{}/{n}", r.kind))
         .collect();
-    let interactive = std::io::stdin().is_terminal() && term.stderr_is_terminal;
+    let interactive = !in_fleet && std::io::stdin().is_terminal() && term.stderr_is_terminal;
     let delete = if args.replace {
         true
     } else if interactive && !args.yes {
@@ -696,14 +813,38 @@ pub async fn follow_to_verdict<J: Judge>(
         },
     )
     .await?;
+    let (lines, result, status) = verdict(cluster, resource, name, &followed, deadline).await;
+    if live.is_quiet() {
+        for line in &lines {
+            term.info(line);
+        }
+    } else {
+        output::stdout(&lines.join("\n"));
+    }
+    Ok(Outcome {
+        end: followed.end,
+        result,
+        status,
+        progress: followed.progress,
+    })
+}
+
+/// What a followed preflight came to: the lines that say so, its result and its exit code.
+async fn verdict(
+    cluster: &Cluster,
+    resource: &Resource,
+    name: &str,
+    followed: &follow::Followed,
+    deadline: context::Deadline,
+) -> (Vec<String>, &'static str, ExitStatus) {
     let kernel = followed.object["spec"]["kernelVersion"]
         .as_str()
         .or(followed.object["spec"]["releaseImage"].as_str())
         .unwrap_or("the target")
         .to_string();
-    let progress = followed.progress;
+    let progress = &followed.progress;
     let checked = progress.rows.iter().any(|r| r.check.is_some());
-    let failed = failure_lines(&progress, &kernel);
+    let failed = failure_lines(progress, &kernel);
     let mut lines = Vec::new();
     let (result, status) = match followed.end {
         End::Complete if progress.rows.is_empty() => {
@@ -793,17 +934,234 @@ pub async fn follow_to_verdict<J: Judge>(
             ("Interrupted", ExitStatus::Interrupted)
         }
     };
-    if live.is_quiet() {
-        for line in &lines {
-            term.info(line);
-        }
-    } else {
-        output::stdout(&lines.join("\n"));
+    (lines, result, status)
+}
+
+/// `preflight --contexts …`: each cluster's preflight created as `run` creates one, over one
+/// registry client and the reads the clusters share; then all of them followed at once in one
+/// live view (CLUSTER first, the failing and unfinished rows first, the rest summed up), and one
+/// report with the worst exit code.
+async fn fleet(
+    args: &PreflightArgs,
+    release_spec: Option<&crate::release::ReleaseSpec>,
+    release_repo: &crate::registry::reference::ImageRef,
+    contexts: &[String],
+    term: &Term,
+) -> Result<ExitStatus> {
+    if args.dry_run != DryRun::None {
+        return Err(Error::invalid(
+            "--dry-run prints one cluster's object",
+            "name one cluster with --context to see its object",
+        ));
     }
-    Ok(Outcome {
-        end: followed.end,
-        result,
-        status,
-        progress,
+    let deadline = context::Deadline::new(args.timeout.0);
+    let shared = Shared::new(Cache::new(args.registry.no_cache));
+    let base = super::fleet::base_registry(&args.registry, args.kube.request_timeout.0, term)?;
+    let (shared, base) = (&shared, &base);
+    let armed = super::fleet::each(contexts, term, "preparing", |name, voice| async move {
+        let options = super::fleet::options_for(&args.kube, &name);
+        let cluster = match Cluster::connect(&options).await {
+            Ok(cluster) => Arc::new(cluster),
+            Err(e) => {
+                voice.error(&e);
+                return (name, None, Err(e));
+            }
+        };
+        let server = Some(cluster.server.clone());
+        let armed = arm(
+            cluster,
+            args,
+            release_spec,
+            release_repo,
+            deadline,
+            Some((shared, base)),
+            &voice,
+        )
+        .await;
+        if let Err(e) = &armed {
+            voice.error(e);
+        }
+        (name, server, armed)
     })
+    .await;
+
+    let mut entries: Vec<Option<ClusterEntry<Report>>> = Vec::new();
+    let mut following: Vec<(usize, String, Option<String>, Box<Following>)> = Vec::new();
+    for (i, (name, server, armed)) in armed.into_iter().enumerate() {
+        entries.push(match armed {
+            Err(e) => Some(ClusterEntry::failed(name, server, &e)),
+            Ok(Armed::Ended { report, status }) => Some(match report {
+                Some(report) => {
+                    let outcome = outcome_of(&report.result);
+                    ClusterEntry::checked(name, server, outcome, report, status)
+                }
+                None => ClusterEntry::failed(
+                    name,
+                    server,
+                    &Error::NotKnown {
+                        detail: "ended without a report".into(),
+                    },
+                ),
+            }),
+            Ok(Armed::Follow(f)) => {
+                following.push((i, name, server, f));
+                None
+            }
+        });
+    }
+    let (verdicts, quiet) = follow_all(&mut following, deadline, args.output, term).await;
+    for ((i, name, server, f), verdict) in following.into_iter().zip(verdicts) {
+        let voice = term.for_cluster(&name);
+        let entry = match verdict {
+            Ok((outcome, lines)) => {
+                for line in &lines {
+                    if quiet {
+                        voice.info(line);
+                    } else {
+                        output::stdout(&format!("{name}: {line}"));
+                    }
+                }
+                if let Err(e) = f.cleanup(args, &outcome, &voice).await {
+                    voice.error(&e);
+                }
+                let report = report(&f.plan, &f.inputs, outcome.result, &outcome.progress);
+                ClusterEntry::checked(
+                    name,
+                    server,
+                    outcome_of(outcome.result),
+                    report,
+                    outcome.status,
+                )
+            }
+            Err(e) => {
+                voice.error(&e);
+                ClusterEntry::failed(name, server, &e)
+            }
+        };
+        entries[i] = Some(entry);
+    }
+    let fleet = Fleet::new(entries.into_iter().flatten().collect());
+    match args.output {
+        ReportFormat::Table | ReportFormat::Wide => {
+            for c in fleet.clusters.iter().filter(|c| c.report.is_none()) {
+                output::stdout(&format!(
+                    "{}: not checked: {}",
+                    c.context,
+                    c.error.as_deref().unwrap_or_default()
+                ));
+            }
+            output::stdout(&fleet.summary_line());
+        }
+        ReportFormat::Name => {
+            let names: Vec<String> = fleet
+                .clusters
+                .iter()
+                .filter_map(|c| {
+                    let report = c.report.as_ref()?;
+                    Some(format!("{}/{}", c.context, report.object_name()))
+                })
+                .collect();
+            output::stdout(&names.join("\n"));
+        }
+        format => output::stdout(&fleet.render(format)),
+    }
+    Ok(fleet.exit())
+}
+
+/// A preflight's result word as a fleet counts it.
+fn outcome_of(result: &str) -> crate::module::check::Outcome {
+    use crate::module::check::Outcome;
+    match result {
+        "Success" => Outcome::Success,
+        "Failure" => Outcome::Failure,
+        "NoModules" => Outcome::NoModules,
+        "TimedOut" => Outcome::TimedOut,
+        "Created" | "Following" | "InProgress" => Outcome::InProgress,
+        _ => Outcome::Unknown,
+    }
+}
+
+type Verdict = Result<(Outcome, Vec<String>)>;
+
+/// Follow every cluster's preflight at once in one live view; each one's outcome and the lines
+/// that say it, and whether the view was quiet (the lines are for `-v` then).
+async fn follow_all(
+    following: &mut [(usize, String, Option<String>, Box<Following>)],
+    deadline: context::Deadline,
+    format: ReportFormat,
+    term: &Term,
+) -> (Vec<Verdict>, bool) {
+    if following.is_empty() {
+        return (Vec::new(), true);
+    }
+    let kinds: std::collections::BTreeSet<String> = following
+        .iter()
+        .map(|(_, _, _, f)| format!("{} {}", f.plan.resource.kind, f.name))
+        .collect();
+    let header = format!(
+        "{} on {} clusters",
+        kinds.into_iter().collect::<Vec<_>>().join(", "),
+        following.len()
+    );
+    let live = std::cell::RefCell::new(Live::new(format, term, header));
+    let progress: std::cell::RefCell<Vec<Progress>> =
+        std::cell::RefCell::new(vec![Progress::default(); following.len()]);
+    let _ctrl_c = super::interrupt::take();
+    let follows = following
+        .iter_mut()
+        .enumerate()
+        .map(|(i, (_, name, _, f))| {
+            let (live, progress) = (&live, &progress);
+            let voice = term.for_cluster(name);
+            let name = name.clone();
+            let Following {
+                cluster,
+                plan,
+                name: object,
+                judge,
+                ..
+            } = &mut **f;
+            async move {
+                let followed = follow::follow(
+                    cluster,
+                    &plan.resource,
+                    object,
+                    deadline.remaining(),
+                    super::interrupt::wait(),
+                    judge,
+                    |step| match step {
+                        Step::Changed { progress: now, .. } => {
+                            let mut all = progress.borrow_mut();
+                            let mut mine = now.clone();
+                            for row in &mut mine.rows {
+                                row.cluster = name.clone();
+                            }
+                            all[i] = mine;
+                            let merged = Progress {
+                                rows: all.iter().flat_map(|p| p.rows.iter().cloned()).collect(),
+                            };
+                            live.borrow_mut().changed(&merged);
+                        }
+                        Step::Tick => live.borrow_mut().tick(),
+                        Step::Notice(text) => live.borrow_mut().notice(&voice, &text),
+                    },
+                )
+                .await?;
+                let (lines, result, status) =
+                    verdict(cluster, &plan.resource, object, &followed, deadline).await;
+                Ok((
+                    Outcome {
+                        end: followed.end,
+                        result,
+                        status,
+                        progress: followed.progress,
+                    },
+                    lines,
+                ))
+            }
+        });
+    let verdicts = futures::future::join_all(follows).await;
+    let quiet = live.borrow().is_quiet();
+    drop(live);
+    (verdicts, quiet)
 }

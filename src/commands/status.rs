@@ -16,10 +16,12 @@ use crate::cluster::follow::Judge;
 use crate::cluster::kmm::{KmmApi, Resource};
 use crate::cluster::status::{self, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
+use crate::module::check::Outcome;
 use crate::module::check::{Checker, Plan, Target};
 use crate::module::kernels::NodeInfo;
 use crate::module::spec::Module;
 use crate::output::ReportFormat;
+use crate::output::fleet::{ClusterEntry, Fleet, Tabular};
 use crate::output::preflight::{self as view, Report};
 use crate::output::{self, Term};
 use crate::registry::cache::Cache;
@@ -30,56 +32,33 @@ const KMM_ONLY: &str = "KMM's word only: KMM 2.4+ passes an image that holds no 
                         kernel; --check adds the client check.";
 
 pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
+    if let Some(contexts) = super::fleet::contexts(&args.kube, &args.fleet)? {
+        return fleet(&args, &contexts, term).await;
+    }
     let deadline = Deadline::new(args.watch.then_some(args.timeout.0).flatten());
     let cluster = Arc::new(Cluster::connect(&super::cluster_options(&args.kube)).await?);
-    term.step(format!("reading KMM's CRDs from {}", cluster.server));
-    let api = deadline.bound(term, cluster.detect_kmm()).await?;
-    let modules = deadline
-        .bound(term, readable_modules(&cluster, term))
-        .await?;
-    let found = match &args.name {
-        Some(name) => vec![deadline.bound(term, find(&cluster, &api, name)).await?],
-        None => deadline.bound(term, preflights(&cluster, &api)).await?,
-    };
-    let client = match args.check {
-        true => Some(
-            deadline
-                .bound(
-                    term,
-                    ClientSide::new(&cluster, &args, modules.as_deref(), term),
-                )
-                .await?,
-        ),
-        false => None,
-    };
-    term.step_done();
+    let read = read(&cluster, &args, deadline, None, term).await?;
     if args.watch {
-        return watch(&cluster, found, deadline, &args, client.as_ref(), term).await;
+        return watch(
+            &cluster,
+            read.found,
+            deadline,
+            &args,
+            read.client.as_ref(),
+            term,
+        )
+        .await;
     }
-    let mut checked: Vec<(Progress, Report)> = Vec::new();
-    for (resource, object) in &found {
-        let kmm = status::progress_of(object, modules.as_deref());
-        let progress = match &client {
-            Some(client) => {
-                let judge = deadline.bound(term, client.judge(object, term)).await?;
-                judge.judge(kmm)
-            }
-            None => kmm,
-        };
-        let report = report_of(resource, object, snapshot_result(&progress).0, &progress);
-        checked.push((progress, report));
-    }
-    term.step_done();
-    let note =
-        (client.is_none() && args.output.is_table() && !found.is_empty()).then_some(KMM_ONLY);
+    let snapshot = read.judge(&args, deadline, term).await?;
+    let exit = snapshot.exit();
     match (&args.name, args.output) {
         (Some(_), ReportFormat::Table | ReportFormat::Wide) => {
-            let (progress, report) = &checked[0];
+            let (progress, report) = &snapshot.checked[0];
             let mut lines = vec![format!(
                 "{} {}: {}",
                 report.kind,
                 report.name,
-                target(&found[0].1)
+                target(&snapshot.found[0].1)
             )];
             lines.extend(view::table(
                 progress,
@@ -88,28 +67,240 @@ pub async fn run(args: StatusArgs, term: &Term) -> Result<ExitStatus> {
                 args.output == ReportFormat::Wide,
             ));
             lines.push(format!("{} ({})", view::summary(progress), report.result));
-            lines.extend(note.map(str::to_string));
+            lines.extend(snapshot.note().map(str::to_string));
             output::stdout(&lines.join("\n"));
-            Ok(snapshot_result(progress).1)
         }
         (Some(_), format) => {
-            let (progress, report) = &checked[0];
+            let (_, report) = &snapshot.checked[0];
             output::stdout(&report.render(format).unwrap_or_default());
-            Ok(snapshot_result(progress).1)
         }
         (None, format) => {
-            print_list(&found, &checked, format);
-            if let Some(note) = note {
+            print_list(&snapshot.found, &snapshot.checked, format);
+            if let Some(note) = snapshot.note() {
                 output::stdout(note);
             }
-            // A failed preflight in the list is a failure, as when it is shown alone.
-            Ok(checked
-                .iter()
-                .map(|(progress, _)| snapshot_result(progress).1)
-                .find(|s| *s == ExitStatus::VerificationFailed)
-                .unwrap_or(ExitStatus::Success))
         }
     }
+    Ok(exit)
+}
+
+/// What a cluster holds: its preflights (all, or the one named), and the client side when
+/// `--check` asks for it.
+struct Read {
+    modules: Option<Vec<Value>>,
+    found: Vec<(Resource, Value)>,
+    client: Option<ClientSide>,
+}
+
+async fn read(
+    cluster: &Arc<Cluster>,
+    args: &StatusArgs,
+    deadline: Deadline,
+    shared: Option<(&Shared, &crate::registry::Registry)>,
+    term: &Term,
+) -> Result<Read> {
+    term.step(format!("reading KMM's CRDs from {}", cluster.server));
+    let api = deadline.bound(term, cluster.detect_kmm()).await?;
+    let modules = deadline
+        .bound(term, readable_modules(cluster, term))
+        .await?;
+    let found = match &args.name {
+        Some(name) => vec![deadline.bound(term, find(cluster, &api, name)).await?],
+        None => deadline.bound(term, preflights(cluster, &api)).await?,
+    };
+    let client = match args.check {
+        true => Some(
+            deadline
+                .bound(
+                    term,
+                    ClientSide::new(cluster, args, modules.as_deref(), shared, term),
+                )
+                .await?,
+        ),
+        false => None,
+    };
+    term.step_done();
+    Ok(Read {
+        modules,
+        found,
+        client,
+    })
+}
+
+impl Read {
+    /// Each preflight as KMM says it is now, with the client check's word when it ran.
+    async fn judge(self, args: &StatusArgs, deadline: Deadline, term: &Term) -> Result<Snapshot> {
+        let mut checked: Vec<(Progress, Report)> = Vec::new();
+        for (resource, object) in &self.found {
+            let kmm = status::progress_of(object, self.modules.as_deref());
+            let progress = match &self.client {
+                Some(client) => {
+                    let judge = deadline.bound(term, client.judge(object, term)).await?;
+                    judge.judge(kmm)
+                }
+                None => kmm,
+            };
+            let report = report_of(resource, object, snapshot_result(&progress).0, &progress);
+            checked.push((progress, report));
+        }
+        term.step_done();
+        Ok(Snapshot {
+            kmm_only: self.client.is_none() && args.output.is_table() && !self.found.is_empty(),
+            named: args.name.is_some(),
+            found: self.found,
+            checked,
+        })
+    }
+}
+
+/// The preflights of one cluster as they stand.
+pub(super) struct Snapshot {
+    found: Vec<(Resource, Value)>,
+    checked: Vec<(Progress, Report)>,
+    /// Said under the tables: the client check did not run.
+    kmm_only: bool,
+    /// One preflight was asked for by name: its report is the document.
+    named: bool,
+}
+
+impl Snapshot {
+    fn note(&self) -> Option<&'static str> {
+        self.kmm_only.then_some(KMM_ONLY)
+    }
+
+    /// A failed preflight (alone or in the list) is a failure; not done is not an error.
+    fn exit(&self) -> ExitStatus {
+        self.checked
+            .iter()
+            .map(|(progress, _)| snapshot_result(progress).1)
+            .find(|s| *s == ExitStatus::VerificationFailed)
+            .unwrap_or(ExitStatus::Success)
+    }
+
+    fn outcome(&self) -> Outcome {
+        let results: Vec<&str> = self
+            .checked
+            .iter()
+            .map(|(p, _)| snapshot_result(p).0)
+            .collect();
+        if results.is_empty() {
+            Outcome::NoModules
+        } else if results.contains(&"Failure") {
+            Outcome::Failure
+        } else if results.contains(&"InProgress") {
+            Outcome::InProgress
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
+impl serde::Serialize for Snapshot {
+    /// What `status -o json` prints for the cluster: the report of the preflight named, or the
+    /// `List` of all of them.
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let reports: Vec<&Report> = self.checked.iter().map(|(_, r)| r).collect();
+        match (self.named, reports.first()) {
+            (true, Some(report)) => report.serialize(serializer),
+            _ => output::List::of(&reports).serialize(serializer),
+        }
+    }
+}
+
+impl Tabular for Snapshot {
+    fn header(&self, wide: bool) -> Vec<String> {
+        list_header(wide)
+    }
+
+    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
+        list_rows(&self.found, &self.checked, wide)
+    }
+
+    fn summary_line(&self) -> String {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (progress, _) in &self.checked {
+            *counts.entry(snapshot_result(progress).0).or_default() += 1;
+        }
+        if counts.is_empty() {
+            return "no preflights".into();
+        }
+        let counts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        format!(
+            "{} preflight{}: {}",
+            self.checked.len(),
+            if self.checked.len() == 1 { "" } else { "s" },
+            counts.join(", ")
+        )
+    }
+}
+
+/// Every cluster's preflights at once, in one table with CLUSTER first (`-w` follows one
+/// cluster: `preflight --contexts` follows new ones across a fleet).
+async fn fleet(args: &StatusArgs, contexts: &[String], term: &Term) -> Result<ExitStatus> {
+    if args.watch {
+        return Err(Error::invalid(
+            "status -w follows the preflights of one cluster",
+            "drop -w for the fleet's preflights as they stand, or follow each cluster with --context",
+        ));
+    }
+    let shared = Shared::new(Cache::new(args.registry.no_cache));
+    let base = super::fleet::base_registry(&args.registry, args.kube.request_timeout.0, term)?;
+    let (shared, base) = (&shared, &base);
+    let entries = super::fleet::each(contexts, term, "reading", |name, voice| async move {
+        let options = super::fleet::options_for(&args.kube, &name);
+        let cluster = match Cluster::connect(&options).await {
+            Ok(cluster) => Arc::new(cluster),
+            Err(e) => {
+                voice.error(&e);
+                return ClusterEntry::failed(name, None, &e);
+            }
+        };
+        let server = Some(cluster.server.clone());
+        let deadline = Deadline::new(None);
+        let snapshot = async {
+            read(&cluster, args, deadline, Some((shared, base)), &voice)
+                .await?
+                .judge(args, deadline, &voice)
+                .await
+        }
+        .await;
+        match snapshot {
+            Ok(snapshot) => {
+                let (outcome, exit) = (snapshot.outcome(), snapshot.exit());
+                ClusterEntry::checked(name, server, outcome, snapshot, exit)
+            }
+            Err(e) => {
+                voice.error(&e);
+                ClusterEntry::failed(name, server, &e)
+            }
+        }
+    })
+    .await;
+    let fleet = Fleet::new(entries);
+    match args.output {
+        ReportFormat::Name => {
+            let names: Vec<String> = fleet
+                .clusters
+                .iter()
+                .flat_map(|c| {
+                    c.report.iter().flat_map(|s| {
+                        s.checked
+                            .iter()
+                            .map(|(_, r)| format!("{}/{}", c.context, r.object_name()))
+                    })
+                })
+                .collect();
+            output::stdout(&names.join("\n"));
+        }
+        format => output::stdout(&fleet.render(format)),
+    }
+    if args.output.is_table() && !args.check {
+        output::stdout(KMM_ONLY);
+    }
+    Ok(fleet.exit())
 }
 
 /// What `--check` needs: the registries as the nodes reach them, the Modules, and a checker.
@@ -127,6 +318,7 @@ impl ClientSide {
         cluster: &Arc<Cluster>,
         args: &StatusArgs,
         modules: Option<&[Value]>,
+        fleet: Option<(&Shared, &crate::registry::Registry)>,
         term: &Term,
     ) -> Result<ClientSide> {
         let Some(values) = modules else {
@@ -143,13 +335,16 @@ impl ClientSide {
                 Some(cluster),
                 &args.registry,
                 args.kube.request_timeout.0,
-                None,
+                fleet.map(|(_, base)| base),
                 term
             ),
             context::nodes(Some(cluster), term),
         );
         let (registries, nodes) = (registries?, nodes?);
-        let shared = Shared::new(Cache::new(args.registry.no_cache));
+        let shared = match fleet {
+            Some((shared, _)) => shared.clone(),
+            None => Shared::new(Cache::new(args.registry.no_cache)),
+        };
         let checker = Setup::checker(
             &registries.modules,
             &shared,
@@ -437,37 +632,52 @@ fn print_list(found: &[(Resource, Value)], checked: &[(Progress, Report)], forma
         }
         ReportFormat::Table | ReportFormat::Wide => {
             let wide = format == ReportFormat::Wide;
-            let mut header = vec!["KIND", "NAME", "TARGET", "MODULES", "RESULT"];
-            if wide {
-                header.extend(["PUSH", "IMAGE"]);
-            }
-            let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
-            for ((_, object), (progress, report)) in found.iter().zip(checked) {
-                let verified = progress.count(State::Verified);
-                let failed = progress.count(State::Failed);
-                let mut row = vec![
-                    report.kind.clone(),
-                    report.name.clone(),
-                    target(object),
-                    format!(
-                        "{verified} verified, {failed} failed, {} in progress",
-                        progress.rows.len() - verified - failed
-                    ),
-                    report.result.clone(),
-                ];
-                if wide {
-                    row.push(report.push_built_image.to_string());
-                    row.push(
-                        report
-                            .dtk_image
-                            .clone()
-                            .or_else(|| report.release_image.clone())
-                            .unwrap_or_else(|| "-".into()),
-                    );
-                }
-                rows.push(row);
-            }
+            let mut rows = vec![list_header(wide)];
+            rows.extend(list_rows(found, checked, wide));
             output::stdout(&output::align(&rows, &|_, _, cell| cell).join("\n"));
         }
     }
+}
+
+/// KIND, NAME, TARGET, MODULES, RESULT (wide: PUSH, IMAGE).
+fn list_header(wide: bool) -> Vec<String> {
+    let mut header = vec!["KIND", "NAME", "TARGET", "MODULES", "RESULT"];
+    if wide {
+        header.extend(["PUSH", "IMAGE"]);
+    }
+    header.into_iter().map(String::from).collect()
+}
+
+fn list_rows(
+    found: &[(Resource, Value)],
+    checked: &[(Progress, Report)],
+    wide: bool,
+) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for ((_, object), (progress, report)) in found.iter().zip(checked) {
+        let verified = progress.count(State::Verified);
+        let failed = progress.count(State::Failed);
+        let mut row = vec![
+            report.kind.clone(),
+            report.name.clone(),
+            target(object),
+            format!(
+                "{verified} verified, {failed} failed, {} in progress",
+                progress.rows.len() - verified - failed
+            ),
+            report.result.clone(),
+        ];
+        if wide {
+            row.push(report.push_built_image.to_string());
+            row.push(
+                report
+                    .dtk_image
+                    .clone()
+                    .or_else(|| report.release_image.clone())
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        rows.push(row);
+    }
+    rows
 }

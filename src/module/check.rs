@@ -1314,6 +1314,8 @@ pub enum Outcome {
     NoModules,
     /// The deadline passed before every Module was checked (none of those checked failed).
     TimedOut,
+    /// `status` of a fleet: a preflight not yet done (a snapshot says so, and exits 0).
+    InProgress,
 }
 
 impl Outcome {

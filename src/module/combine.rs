@@ -129,6 +129,7 @@ mod tests {
 
     fn kmm(status: &str, stage: &str, reason: &str) -> KmmRow {
         KmmRow {
+            cluster: String::new(),
             namespace: "nic".into(),
             name: "mlx5".into(),
             state: state_of(status),

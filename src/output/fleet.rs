@@ -96,13 +96,14 @@ pub struct FleetSummary {
     pub invalid: usize,
     pub timed_out: usize,
     pub no_modules: usize,
+    pub in_progress: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Fleet<D> {
-    /// The worst result of any cluster (Invalid, Failure, TimedOut, Unknown, then Success;
-    /// NoModules when no cluster had anything to check).
+    /// The worst result of any cluster (Invalid, Failure, TimedOut, Unknown, InProgress, then
+    /// Success; NoModules when no cluster had anything to check).
     pub result: Outcome,
     pub summary: FleetSummary,
     /// What the run noticed about the fleet as a whole (e.g. a ManagedClusterModule that
@@ -137,10 +138,11 @@ fn outcome_rank(outcome: Outcome) -> u8 {
     match outcome {
         Outcome::NoModules => 0,
         Outcome::Success => 1,
-        Outcome::Unknown => 2,
-        Outcome::TimedOut => 3,
-        Outcome::Failure => 4,
-        Outcome::Invalid => 5,
+        Outcome::InProgress => 2,
+        Outcome::Unknown => 3,
+        Outcome::TimedOut => 4,
+        Outcome::Failure => 5,
+        Outcome::Invalid => 6,
     }
 }
 
@@ -158,6 +160,7 @@ impl<D: Serialize + Tabular> Fleet<D> {
                 Outcome::Invalid => &mut summary.invalid,
                 Outcome::TimedOut => &mut summary.timed_out,
                 Outcome::NoModules => &mut summary.no_modules,
+                Outcome::InProgress => &mut summary.in_progress,
             } += 1;
         }
         let result = clusters
@@ -258,6 +261,7 @@ impl<D: Serialize + Tabular> Fleet<D> {
         let counts: Vec<String> = [
             (s.success, "Success"),
             (s.no_modules, "NoModules"),
+            (s.in_progress, "InProgress"),
             (s.failure, "Failure"),
             (s.invalid, "Invalid"),
             (s.timed_out, "TimedOut"),

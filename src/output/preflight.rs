@@ -65,6 +65,7 @@ fn table_of(
 ) -> Vec<String> {
     #[derive(Clone, Copy, PartialEq)]
     enum Column {
+        Cluster,
         Namespace,
         Module,
         Status,
@@ -76,7 +77,11 @@ fn table_of(
         Elapsed,
     }
     let checked = progress.rows.iter().any(|r| r.check.is_some());
-    let mut columns = vec![Column::Namespace, Column::Module, Column::Status];
+    let mut columns = Vec::new();
+    if progress.rows.iter().any(|r| !r.cluster.is_empty()) {
+        columns.push(Column::Cluster);
+    }
+    columns.extend([Column::Namespace, Column::Module, Column::Status]);
     if wide {
         columns.push(Column::Stage);
     }
@@ -92,6 +97,7 @@ fn table_of(
     }
     columns.push(Column::Reason);
     let title = |c: Column| match c {
+        Column::Cluster => "CLUSTER",
         Column::Namespace => "NAMESPACE",
         Column::Module => "MODULE",
         Column::Status => "STATUS",
@@ -110,6 +116,7 @@ fn table_of(
         }
     };
     let cell = |row: &Row, c: Column| match c {
+        Column::Cluster => row.cluster.clone(),
         Column::Namespace => row.namespace.clone(),
         Column::Module => row.name.clone(),
         Column::Status => status_text(row).to_string(),
@@ -143,6 +150,9 @@ fn table_of(
         style.force_styling(true).apply_to(text).to_string()
     })
 }
+
+/// A row's identity across frames: cluster (with several), namespace, name.
+type RowKey = (String, String, String);
 
 /// Which rows a screen of `room` table rows shows when not all fit: failed first, then the
 /// unfinished, then the verified, each in the table's order. The rest is counted in one line.
@@ -228,8 +238,8 @@ pub struct Live {
     size: (u16, u16),
     progress: Progress,
     /// When each Module reached its final state.
-    done_at: HashMap<(String, String), Duration>,
-    previous: HashMap<(String, String), (String, String, String, String)>,
+    done_at: HashMap<RowKey, Duration>,
+    previous: HashMap<RowKey, (String, String, String, String)>,
     said_no_modules: bool,
     /// `-o json|yaml|name` with stderr on a terminal: one line of progress there.
     progress_line: bool,
@@ -267,8 +277,8 @@ impl Live {
         live
     }
 
-    fn key(row: &Row) -> (String, String) {
-        (row.namespace.clone(), row.name.clone())
+    fn key(row: &Row) -> RowKey {
+        (row.cluster.clone(), row.namespace.clone(), row.name.clone())
     }
 
     fn module_time(&self, row: &Row) -> Duration {
@@ -390,8 +400,13 @@ impl Live {
                         None => String::new(),
                     };
                     stdout(&format!(
-                        "[{}] {}/{} {}{stage}{check}{reason}",
+                        "[{}] {}{}/{} {}{stage}{check}{reason}",
                         elapsed(now),
+                        if row.cluster.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{}: ", row.cluster)
+                        },
                         row.namespace,
                         row.name,
                         status_text(row)
@@ -522,12 +537,44 @@ impl Report {
     }
 }
 
+impl super::fleet::Tabular for Report {
+    fn header(&self, _wide: bool) -> Vec<String> {
+        ["NAMESPACE", "MODULE", "RESULT", "REASON"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// Each Module: the verdict of both checks when the client check ran, else KMM's.
+    fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
+        self.modules
+            .iter()
+            .map(|m| {
+                let result = match &m.result {
+                    Some(state) => format!("{state:?}"),
+                    None => m.verification_status.clone().unwrap_or_else(|| "-".into()),
+                };
+                let reason = m
+                    .reason
+                    .clone()
+                    .or_else(|| m.status_reason.clone())
+                    .unwrap_or_default();
+                vec![m.namespace.clone(), m.name.clone(), result, reason]
+            })
+            .collect()
+    }
+
+    fn summary_line(&self) -> String {
+        format!("{} {}: {}", self.kind, self.name, self.result)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn row(ns: &str, name: &str, state: State, status: &str, reason: &str) -> Row {
         Row {
+            cluster: String::new(),
             namespace: ns.into(),
             name: name.into(),
             state,
