@@ -672,4 +672,34 @@ mod tests {
             Some("… and 39 more: 1 in progress, 38 verified")
         );
     }
+
+    #[test]
+    fn a_fleet_frame_puts_the_cluster_first_and_its_failing_rows_on_top() {
+        // 30 clusters of 3 Modules: one cluster has a failure, another is still checking.
+        let mut rows = Vec::new();
+        for c in 0..30 {
+            for m in 0..3 {
+                let mut r = row("ns", &format!("m{m}"), State::Verified, "Success", "ok");
+                r.cluster = format!("site-{c:02}");
+                rows.push(r);
+            }
+        }
+        rows[22].state = State::Failed;
+        rows[22].status = "Failure".into();
+        rows[61].state = State::InProgress;
+        rows[61].status = "InProgress".into();
+        let term = Term::new(0, true);
+        let mut live = Live::new(
+            ReportFormat::Json,
+            &term,
+            "preflights on 30 clusters".into(),
+        );
+        live.progress = Progress { rows };
+        let frame = live.frame(12, 100);
+        assert_eq!(frame.len(), 11, "{frame:#?}");
+        assert!(frame[1].starts_with("CLUSTER  NAMESPACE"), "{frame:#?}");
+        assert!(frame[2].starts_with("site-07  ns         m1"), "{frame:#?}");
+        assert!(frame[3].starts_with("site-20  ns         m1"), "{frame:#?}");
+        assert_eq!(frame[9], "… and 83 more verified");
+    }
 }

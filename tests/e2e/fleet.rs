@@ -17,9 +17,8 @@ async fn mixed_fleet() -> TestFleet {
         .cluster("d", "amd64")
         .await
         .forbid("list", "kmm.sigs.x-k8s.io", "modules");
-    fleet
-        .push_image("gpu", &fleet.kernel(VERSION, "amd64"))
-        .await;
+    let kernel = fleet.kernel(VERSION, "amd64");
+    fleet.push_image("gpu", &kernel).await;
     fleet.module("a", "gpu-operator", "gpu", "gpu");
     fleet.module("b", "nic", "mlx5", "mlx5");
     fleet.module("d", "gpu-operator", "gpu", "gpu");
@@ -257,6 +256,89 @@ async fn contexts_are_named_three_ways_and_a_wrong_name_is_bad_input() {
             "--context",
             "east",
         ])
+        .await
+        .expect_code(2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_creates_every_clusters_object_and_follows_them_all_then_status_lists_them() {
+    let mut fleet = TestFleet::start(&[(VERSION, "amd64")]).await;
+    let kernel = fleet.kernel(VERSION, "amd64");
+    fleet.cluster("a", "amd64").await;
+    fleet.cluster("b", "amd64").await;
+    fleet.unreachable("c");
+    fleet.push_image("gpu", &kernel).await;
+    fleet.module("a", "gpu-operator", "gpu", "gpu");
+    fleet.module("b", "gpu-operator", "gpu", "gpu");
+    // b also has a Module whose image is missing, without build: the client check fails it.
+    fleet.module("b", "nic", "mlx5", "mlx5");
+    let run = fleet
+        .plugin(&[
+            "preflight",
+            "--release",
+            VERSION,
+            "--contexts",
+            "a,b,c",
+            "--timeout",
+            "60s",
+        ])
+        .await
+        .expect_code(1);
+    // Each reachable cluster got KMM's own object.
+    for name in ["a", "b"] {
+        assert!(
+            fleet.clusters[name]
+                .get(
+                    "kmm.sigs.x-k8s.io",
+                    "PreflightValidationOCP",
+                    "",
+                    "preflight-4-19-0"
+                )
+                .is_some(),
+            "no preflight on {name}"
+        );
+    }
+    // The live view, without a terminal, says each row's cluster; then each cluster's verdict.
+    run.expect_stdout("a: gpu-operator/gpu")
+        .expect_stdout("b: nic/mlx5")
+        .expect_stdout("a: All 1 Modules verified")
+        .expect_stdout("c: not checked: cannot reach the cluster")
+        .expect_stdout("3 clusters: 1 Success, 1 Failure, 1 Unknown");
+
+    // status over the same contexts: KMM's word alone keeps b's missing image in progress
+    // (KMM 2.4 waits forever), which a snapshot does not count as an error...
+    let kmm_only = fleet
+        .plugin(&["status", "--contexts", "a,b", "-o", "json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!(kmm_only["result"], "InProgress");
+    assert_eq!(kmm_only["summary"]["inProgress"], 1);
+    // ...and with the client check, each cluster's preflights as they really stand.
+    let status = fleet
+        .plugin(&["status", "--contexts", "a,b", "--check", "-o", "json"])
+        .await
+        .expect_code(1)
+        .json();
+    assert_eq!(status["result"], "Failure");
+    let items = &status["clusters"][0]["report"]["items"];
+    assert_eq!(items[0]["name"], "preflight-4-19-0");
+    assert_eq!(items[0]["result"], "Success");
+    assert_eq!(
+        status["clusters"][1]["report"]["items"][0]["result"],
+        "Failure"
+    );
+    let table = fleet
+        .plugin(&["status", "--contexts", "a,b", "--check"])
+        .await
+        .expect_code(1);
+    assert!(
+        table.stdout.starts_with("CLUSTER  KIND"),
+        "{}",
+        table.stdout
+    );
+    fleet
+        .plugin(&["status", "--contexts", "a,b", "-w"])
         .await
         .expect_code(2);
 }

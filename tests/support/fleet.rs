@@ -11,6 +11,7 @@ use super::cluster::{OLD_KERNEL, module_spec, resolved};
 use super::fixtures::{ReleaseFixture, kernel_for, push_release, rpm_arch};
 use super::images::Pusher;
 use super::kmod::simple_image;
+use super::operator::{Operator, OperatorConfig};
 use super::registry::TestRegistry;
 use super::{Context, Run};
 
@@ -19,6 +20,10 @@ pub struct TestFleet {
     /// By "version/goarch".
     pub releases: BTreeMap<String, ReleaseFixture>,
     pub clusters: BTreeMap<String, ApiServer>,
+    /// Every kmod image pushed so far (their operators know them as existing).
+    pushed: Vec<String>,
+    /// KMM 2.4's simulated operator on each cluster.
+    pub operators: BTreeMap<String, Operator>,
     /// Contexts in the kubeconfig, in order, with their server URL and token.
     contexts: Vec<(String, String, String, String)>,
     pub ctx: Context,
@@ -40,14 +45,31 @@ impl TestFleet {
             registry,
             releases: pushed,
             clusters: BTreeMap::new(),
+            pushed: Vec::new(),
+            operators: BTreeMap::new(),
             contexts: Vec::new(),
             ctx,
         }
     }
 
-    /// A cluster with KMM 2.4's CRDs and one worker node of `goarch` on the old kernel.
+    /// A cluster with KMM 2.4 (its CRDs and simulated operator, which knows the images pushed
+    /// with `push_image`) and one worker node of `goarch` on the old kernel.
     pub async fn cluster(&mut self, name: &str, goarch: &str) -> &ApiServer {
         let api = ApiServer::start(Kmm::Ocp24).await;
+        let mut config = OperatorConfig::new(Kmm::Ocp24);
+        config.step = std::time::Duration::from_millis(100);
+        for fixture in self.releases.values() {
+            config.releases.insert(
+                fixture.release.reference.clone(),
+                (
+                    fixture.kernel.clone(),
+                    Some(format!("{}+rt", fixture.kernel)),
+                ),
+            );
+        }
+        config.images.extend(self.pushed.iter().cloned());
+        self.operators
+            .insert(name.to_string(), Operator::start(&api, config));
         let kernel = OLD_KERNEL.replace("x86_64", rpm_arch(goarch));
         api.add_node_with("worker-0", goarch, &kernel, &[]);
         self.contexts.push((
@@ -111,7 +133,7 @@ impl TestFleet {
     }
 
     /// Push `vendor/<name>` for `kernel`, holding module `kmod` built for it.
-    pub async fn push_image(&self, name: &str, kernel: &str) {
+    pub async fn push_image(&mut self, name: &str, kernel: &str) {
         let reference = resolved(&self.vendor_image(name), kernel);
         let tag = reference
             .rsplit_once(':')
@@ -124,6 +146,12 @@ impl TestFleet {
                 &simple_image("kmod", kernel),
             )
             .await;
+        for operator in self.operators.values() {
+            operator.configure(|o| {
+                o.images.insert(reference.clone());
+            });
+        }
+        self.pushed.push(reference);
     }
 
     /// A Module on `cluster` loading `kmod` from `vendor/<image>` (no build).
