@@ -34,6 +34,17 @@ pub async fn kmod_images(
     images: usize,
     base_mib: u64,
 ) -> KmodImages {
+    kmod_images_for(pusher, address, images, base_mib, KERNEL).await
+}
+
+/// The same for another kernel (its tags `vI-<kernel>`).
+pub async fn kmod_images_for(
+    pusher: &Pusher,
+    address: &str,
+    images: usize,
+    base_mib: u64,
+    kernel: &str,
+) -> KmodImages {
     let base = TarLayer::new()
         .noise("usr/lib64/libbase.so", base_mib * 1024 * 1024, 5)
         .finish();
@@ -46,17 +57,17 @@ pub async fn kmod_images(
         let helper = format!("vendor{i}_fw");
         tree.module(
             "/opt",
-            KERNEL,
+            kernel,
             &Ko::new(&helper)
                 .at(&format!("kernel/drivers/misc/{helper}.ko"))
                 .exports(&[&format!("{helper}_load")]),
         )
         .module(
             "/opt",
-            KERNEL,
+            kernel,
             &Ko::new(&format!("vendor{i}")).imports(&[&format!("{helper}_load")]),
         )
-        .depmod("/opt", KERNEL);
+        .depmod("/opt", kernel);
         let top = layer(tree.layer(), Compression::Gzip, Flavor::Docker);
         let repo = format!("bench/vendor{}", i % 10);
         let layers = [&base_blob, &tools_blob, &top];
@@ -80,7 +91,8 @@ pub async fn kmod_images(
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
             "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.data.len()})).collect::<Vec<_>>(),
         });
-        let tag = format!("v{i}-{KERNEL}");
+        // A tag cannot hold `+`: KMM's KERNEL_FULL_VERSION writes `+rt` as `_rt`.
+        let tag = format!("v{i}-{}", kernel.replace('+', "_"));
         pusher
             .push_manifest(
                 &repo,

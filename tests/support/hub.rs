@@ -22,6 +22,19 @@ pub const HUB_NAMESPACE: &str = "openshift-kmm-hub";
 pub const TARGET: &str = "4.19.0";
 pub const CLAIM: &str = "kernel-versions.kmm.node.kubernetes.io";
 
+/// Install the fleet CRDs (KMM-hub, ACM, TALM) on `api`.
+pub fn install_fleet_crds(api: &ApiServer) {
+    for name in [
+        "managedclustermodules",
+        "managedclusters",
+        "managedclusterinfos",
+        "clustergroupupgrades",
+        "policies",
+    ] {
+        api.install_crd(crd(name));
+    }
+}
+
 fn crd(name: &str) -> Value {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/crds/fleet")
