@@ -112,7 +112,12 @@ async fn run(contexts: usize, hub_clusters: usize, base_mib: u64) {
     for c in 0..contexts {
         let api = ApiServer::start(Kmm::Ocp24).await;
         api.add_node_with("worker-0", "amd64", OLD_KERNEL, &[(KIND, "standard")]);
-        api.add_node_with("worker-rt", "amd64", &format!("{OLD_KERNEL}+rt"), &[(KIND, "rt")]);
+        api.add_node_with(
+            "worker-rt",
+            "amd64",
+            &format!("{OLD_KERNEL}+rt"),
+            &[(KIND, "rt")],
+        );
         add_modules(&api, &reg.addr);
         api.put(
             "config.openshift.io",
@@ -128,7 +133,10 @@ async fn run(contexts: usize, hub_clusters: usize, base_mib: u64) {
             relay.addr,
             api.ca_data()
         ));
-        users.push_str(&format!("- name: {name}\n  user:\n    token: {}\n", api.token));
+        users.push_str(&format!(
+            "- name: {name}\n  user:\n    token: {}\n",
+            api.token
+        ));
         named.push_str(&format!(
             "- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n"
         ));
@@ -147,7 +155,12 @@ async fn run(contexts: usize, hub_clusters: usize, base_mib: u64) {
         let mut command = Command::new(support::plugin_binary());
         command
             .args(args)
-            .args(["--insecure-registry", &plain, "--no-cache", "--release-repo"])
+            .args([
+                "--insecure-registry",
+                &plain,
+                "--no-cache",
+                "--release-repo",
+            ])
             .arg(&release_repo)
             .env("HOME", home.path())
             .env("KUBECONFIG", kubeconfig)
@@ -158,12 +171,7 @@ async fn run(contexts: usize, hub_clusters: usize, base_mib: u64) {
     let go = |command: Command, name: &str| -> Row {
         let before = reg.bytes_down();
         let m: Measured = measure(&command);
-        assert!(
-            m.code == 0,
-            "{name} failed ({}): {}",
-            m.code,
-            m.stderr
-        );
+        assert!(m.code == 0, "{name} failed ({}): {}", m.code, m.stderr);
         Row {
             bytes: reg.bytes_down() - before,
             wall: m.wall,
@@ -179,18 +187,50 @@ async fn run(contexts: usize, hub_clusters: usize, base_mib: u64) {
             relay.set(Duration::from_millis(rtt), Some(PACE));
         }
         let one = go(
-            plugin(&path, &["check", "--release", VERSION, "--context", "c001", "-o", "json"]),
+            plugin(
+                &path,
+                &[
+                    "check",
+                    "--release",
+                    VERSION,
+                    "--context",
+                    "c001",
+                    "-o",
+                    "json",
+                ],
+            ),
             "one cluster",
         );
         let fleet = go(
-            plugin(&path, &["check", "--release", VERSION, "--all-contexts", "-o", "json"]),
+            plugin(
+                &path,
+                &[
+                    "check",
+                    "--release",
+                    VERSION,
+                    "--all-contexts",
+                    "-o",
+                    "json",
+                ],
+            ),
             "the fleet",
         );
         let (mut bytes, mut wall, mut rss) = (0, Duration::ZERO, 0);
         for c in 0..contexts {
             let name = format!("c{c:03}");
             let row = go(
-                plugin(&path, &["check", "--release", VERSION, "--context", &name, "-o", "json"]),
+                plugin(
+                    &path,
+                    &[
+                        "check",
+                        "--release",
+                        VERSION,
+                        "--context",
+                        &name,
+                        "-o",
+                        "json",
+                    ],
+                ),
                 &name,
             );
             bytes += row.bytes;
@@ -230,10 +270,7 @@ async fn run(contexts: usize, hub_clusters: usize, base_mib: u64) {
         );
     }
     for i in 0..10 {
-        let image = format!(
-            "{}/bench/vendor{i}:v{i}-${{KERNEL_FULL_VERSION}}",
-            reg.addr
-        );
+        let image = format!("{}/bench/vendor{i}:v{i}-${{KERNEL_FULL_VERSION}}", reg.addr);
         hub.put(
             "hub.kmm.sigs.x-k8s.io",
             "ManagedClusterModule",

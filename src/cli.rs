@@ -158,6 +158,14 @@ Examples:
   kubectl get modules -A -o yaml | kubectl kmm check -f - \\
       --kernel 5.14.0-570.19.1.el9_6.x86_64 --kernel 5.14.0-570.19.1.el9_6.x86_64+rt
 
+  # Several clusters in one run (one table, CLUSTER first; the worst exit code)
+  kubectl kmm check --release 4.19.0 --contexts prod-east,prod-west
+
+  # From an ACM hub: every ManagedClusterModule for every cluster it selects; or exactly the
+  # clusters and release of a TALM ClusterGroupUpgrade
+  kubectl kmm check --hub --release 4.19.0
+  kubectl kmm check --hub --cgu ztp/upgrade-4-19
+
 Verdicts, one per Module and kernel:
   Loads      --deep: Ready, and the kernel's own checks accept every module file (vermagic,
              symbol CRCs, licence, namespaces) against the driver-toolkit's Module.symvers
@@ -180,7 +188,9 @@ Exit codes:
   2  bad input: a flag, kernel, release or file; a Module KMM would refuse; no Module in the
      files, the namespace or the names given
   4  environment: a cluster or registry unreachable, unauthorized or too slow (--timeout), KMM
-     not installed; or a Module is Unknown";
+     not installed; or a Module is Unknown
+  Several clusters (--contexts, --hub): the worst of the clusters' codes, 2 over 1 over 4 over
+  0; a cluster that cannot be reached is Unknown (4) and never stops the others";
 
 const STATUS_HELP: &str = "\
 Examples:

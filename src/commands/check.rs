@@ -25,6 +25,7 @@ use crate::registry::{Registry, Transferred};
 use crate::release::{Arch, DtkAnswer, ReleaseSpec, dtk};
 
 use super::context::{self, Registries, Shared};
+use super::fleet::Said;
 
 /// Secrets and ConfigMaps read from the cluster, as a Module's namespace holds them.
 struct ClusterObjects(Arc<Cluster>);
@@ -306,10 +307,7 @@ async fn fleet(
         let options = super::fleet::options_for(&args.kube, &name);
         let cluster = match Cluster::connect(&options).await {
             Ok(cluster) => Arc::new(cluster),
-            Err(e) => {
-                voice.error(&e);
-                return ClusterEntry::failed(name, None, &e);
-            }
+            Err(e) => return (ClusterEntry::failed(name, None, &e), vec![Said::Error(e)]),
         };
         let server = Some(cluster.server.clone());
         let checked = async {
@@ -328,25 +326,22 @@ async fn fleet(
         .await;
         match checked {
             Ok(checked) => {
-                for line in &checked.errors {
-                    voice.error_line(line);
-                }
+                let mut said: Vec<Said> = checked.errors.into_iter().map(Said::Line).collect();
                 let mut outcome = checked.doc.outcome();
-                if let Some(error) = &checked.cut_short {
-                    voice.error(error);
+                if let Some(error) = checked.cut_short {
+                    said.push(Said::Error(error));
                     if checked.exit != ExitStatus::VerificationFailed {
                         outcome = Outcome::TimedOut;
                     }
                 }
-                ClusterEntry::checked(name, server, outcome, checked.doc, checked.exit)
+                let entry = ClusterEntry::checked(name, server, outcome, checked.doc, checked.exit);
+                (entry, said)
             }
-            Err(e) => {
-                voice.error(&e);
-                ClusterEntry::failed(name, server, &e)
-            }
+            Err(e) => (ClusterEntry::failed(name, server, &e), vec![Said::Error(e)]),
         }
     })
     .await;
+    let entries = super::fleet::tell(term, entries);
     report_transfer(term, base.transferred(), shared.reads.inspected());
     let fleet = Fleet::new(entries);
     output::stdout(&fleet.render(args.output));

@@ -10,6 +10,7 @@ use crate::cli::{FleetArgs, KubeArgs, RegistryArgs};
 use crate::cluster::{ClusterOptions, kubeconfig_contexts};
 use crate::error::{Error, Result};
 use crate::output::Term;
+use crate::output::fleet::ClusterEntry;
 use crate::registry::Registry;
 use crate::registry::mirrors::Mirrors;
 
@@ -119,4 +120,27 @@ where
     term.step_done();
     answers.sort_by_key(|(i, _)| *i);
     answers.into_iter().map(|(_, a)| a).collect()
+}
+
+/// An error a cluster's run ended with, said after the whole fleet was read, in the
+/// contexts' order (said as they happened, concurrent clusters would interleave at random).
+pub enum Said {
+    Error(Error),
+    Line(String),
+}
+
+/// Each entry's errors, in the entries' order, in its cluster's voice.
+pub fn tell<D>(term: &Term, said: Vec<(ClusterEntry<D>, Vec<Said>)>) -> Vec<ClusterEntry<D>> {
+    said.into_iter()
+        .map(|(entry, lines)| {
+            let voice = term.for_cluster(&entry.context);
+            for line in lines {
+                match line {
+                    Said::Error(e) => voice.error(&e),
+                    Said::Line(text) => voice.error_line(&text),
+                }
+            }
+            entry
+        })
+        .collect()
 }

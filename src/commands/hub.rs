@@ -28,10 +28,10 @@ use super::check::{CheckDoc, Setup, exit_status, matrix_exit, report_transfer};
 use super::context::{self, Deadline, Shared};
 
 /// What KMM-hub does when an image is missing, said on every WillBuild/WillSign row.
-fn builds_late(cluster: &str, kernel: &str) -> String {
+fn builds_late(cluster: &str) -> String {
     format!(
-        "KMM-hub starts it only once a node of {cluster} runs {kernel}; that node has no module \
-         until it is done"
+        "KMM-hub builds it only once a node of {cluster} runs this kernel; that node has no \
+         module until then"
     )
 }
 
@@ -560,7 +560,7 @@ pub async fn run(
                     let mut row = row.clone();
                     row.namespace = mcm.spoke_namespace.clone();
                     if matches!(row.verdict, Verdict::WillBuild | Verdict::WillSign) {
-                        let late = builds_late(&plan.name, &target.kernel);
+                        let late = builds_late(&plan.name);
                         if args.images_must_exist {
                             row.reason = format!(
                                 "{} ({late}; --images-must-exist wants the image in place)",

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::check::Setup;
 use super::context::{self, Deadline, Shared};
+use super::fleet::Said;
 use super::judge::{ClientJudge, checked_modules};
 use super::preflight::follow_to_verdict;
 use crate::cli::StatusArgs;
@@ -253,10 +254,7 @@ async fn fleet(args: &StatusArgs, contexts: &[String], term: &Term) -> Result<Ex
         let options = super::fleet::options_for(&args.kube, &name);
         let cluster = match Cluster::connect(&options).await {
             Ok(cluster) => Arc::new(cluster),
-            Err(e) => {
-                voice.error(&e);
-                return ClusterEntry::failed(name, None, &e);
-            }
+            Err(e) => return (ClusterEntry::failed(name, None, &e), vec![Said::Error(e)]),
         };
         let server = Some(cluster.server.clone());
         let deadline = Deadline::new(None);
@@ -270,15 +268,16 @@ async fn fleet(args: &StatusArgs, contexts: &[String], term: &Term) -> Result<Ex
         match snapshot {
             Ok(snapshot) => {
                 let (outcome, exit) = (snapshot.outcome(), snapshot.exit());
-                ClusterEntry::checked(name, server, outcome, snapshot, exit)
+                (
+                    ClusterEntry::checked(name, server, outcome, snapshot, exit),
+                    Vec::new(),
+                )
             }
-            Err(e) => {
-                voice.error(&e);
-                ClusterEntry::failed(name, server, &e)
-            }
+            Err(e) => (ClusterEntry::failed(name, server, &e), vec![Said::Error(e)]),
         }
     })
     .await;
+    let entries = super::fleet::tell(term, entries);
     let fleet = Fleet::new(entries);
     match args.output {
         ReportFormat::Name => {

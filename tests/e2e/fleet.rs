@@ -342,3 +342,20 @@ async fn preflight_creates_every_clusters_object_and_follows_them_all_then_statu
         .await
         .expect_code(2);
 }
+
+/// README and docs/fleet.md show runs over `support::fleet::docs_world`: each is what the binary
+/// prints.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fleet_capture_is_what_the_binary_prints() {
+    let captures = crate::support::docs::of_world("fleet");
+    assert!(!captures.is_empty(), "README shows a fleet");
+    let mut replayed = Vec::new();
+    for capture in captures {
+        let world = crate::support::fleet::docs_world().await;
+        let outputs =
+            crate::support::docs::replay(&capture, &world.ctx, &world.registry.addr).await;
+        replayed.push((capture, outputs));
+    }
+    let failures = crate::support::docs::differences(&replayed);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

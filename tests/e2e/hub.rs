@@ -34,7 +34,7 @@ async fn every_managed_cluster_module_for_every_cluster_it_selects_from_the_hub_
         "{out}"
     );
     assert!(
-        east[1].contains("only once a node of sno-east runs"),
+        east[1].contains("only once a node of sno-east runs this kernel"),
         "{out}"
     );
     // sno-west also runs the real-time kernel: the release's RT kernel is checked too.
@@ -226,4 +226,25 @@ async fn a_context_that_is_no_kmm_hub_is_said_so() {
         .await
         .expect_code(4)
         .expect_stderr("KMM-hub is not installed");
+}
+
+/// README and docs/fleet.md show runs against `TestHub::start`: each is what the binary prints.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_hub_capture_is_what_the_binary_prints() {
+    let captures = crate::support::docs::of_world("hub");
+    assert!(!captures.is_empty(), "README shows a hub");
+    let mut replayed = Vec::new();
+    for capture in captures {
+        let hub = TestHub::start().await;
+        hub.cgu(
+            "upgrade-4-19",
+            &["sno-east"],
+            json!([{"matchLabels": {"group": "west"}}]),
+            TARGET,
+        );
+        let outputs = crate::support::docs::replay(&capture, &hub.ctx, &hub.registry.addr).await;
+        replayed.push((capture, outputs));
+    }
+    let failures = crate::support::docs::differences(&replayed);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

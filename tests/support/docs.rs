@@ -1,8 +1,9 @@
 //! The captures in README.md and docs/*.md, and what it takes to check them against the binary.
 //!
 //! Every ```console block is a capture, preceded by `<!-- capture: WORLD -->`: `sandbox` (the
-//! world of `./scripts/try-it`, replayed by tests/e2e/docs.rs) or `deep` (the test cluster of
-//! tests/e2e/deep.rs, replayed there). Its `$ ` lines are run command by command through
+//! world of `./scripts/try-it`, replayed by tests/e2e/docs.rs), `deep` (the test cluster of
+//! tests/e2e/deep.rs, replayed there), `fleet` (`support::fleet::docs_world`) or `hub`
+//! (`support::hub::TestHub::start`), each replayed by the tests of the same name. Its `$ ` lines are run command by command through
 //! kubectl, with the `--insecure-registry` of the world's registry where the subcommand takes it
 //! (as `./scripts/try-it` passes it); what the plugin prints, stdout and stderr in the order a
 //! terminal shows them, must be what the block shows. Ports, digests, temporary paths, elapsed
@@ -28,6 +29,11 @@ pub const WORLDS: &[(&str, &str)] = &[
         "docs::every_sandbox_capture_is_what_the_binary_prints",
     ),
     ("deep", "deep::deep_makes_the_kernels_load_decision"),
+    (
+        "fleet",
+        "fleet::every_fleet_capture_is_what_the_binary_prints",
+    ),
+    ("hub", "hub::every_hub_capture_is_what_the_binary_prints"),
 ];
 
 /// The markdown files a reader is sent to: README.md and docs/*.md.

@@ -195,3 +195,21 @@ impl TestFleet {
         self.ctx.run(&all).await
     }
 }
+
+/// The world of the fleet captures in README and docs/fleet.md: east and west (x86_64, KMM 2.4,
+/// on 4.18.15) and edge, whose API server does not answer. Both reachable clusters run
+/// gpu-operator/nvidia-gpu, whose image is in place for 4.19.0; west also runs nic/ice, whose
+/// image for the new kernel was never pushed and has no build section.
+pub async fn docs_world() -> TestFleet {
+    let mut fleet = TestFleet::start(&[("4.19.0", "amd64")]).await;
+    fleet.cluster("east", "amd64").await;
+    fleet.cluster("west", "amd64").await;
+    fleet.unreachable("edge");
+    let kernel = fleet.kernel("4.19.0", "amd64");
+    fleet.push_image("nvidia-gpu", &kernel).await;
+    for cluster in ["east", "west"] {
+        fleet.module(cluster, "gpu-operator", "nvidia-gpu", "nvidia-gpu");
+    }
+    fleet.module("west", "nic", "ice", "ice");
+    fleet
+}
