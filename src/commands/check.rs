@@ -556,6 +556,7 @@ fn kernel_targets(args: &CheckArgs, nodes: Option<&[NodeInfo]>, term: &Term) -> 
             kernel,
             goarch: arch.goarch().to_string(),
             dtk: args.dtk_image.clone(),
+            dtk_kernel: None,
         });
     }
     targets
@@ -576,7 +577,14 @@ pub async fn release_report(setup: &Setup, answer: &DtkAnswer, force_rt: bool) -
     kernels.sort();
     kernels.dedup();
     if kernels.is_empty() {
-        kernels.push(answer.kernel_version.clone());
+        kernels.push(
+            answer
+                .streams
+                .first()
+                .map_or(answer.kernel_version.clone(), |s| {
+                    s.boot_kernel().to_string()
+                }),
+        );
     }
     CheckReport::new(
         kernels,

@@ -14,7 +14,7 @@ use crate::cluster::hub::{
     MANAGED_CLUSTER_MODULES, MANAGED_CLUSTERS, ManagedCluster, ManagedClusterModule, POLICIES,
 };
 use crate::error::{Error, ExitStatus, Result};
-use crate::module::check::{self as checking, Job, Outcome, Row, Target, Verdict};
+use crate::module::check::{Job, Outcome, Row, Target, Verdict};
 use crate::module::kernels::{self, NodeInfo};
 use crate::module::spec::Module;
 use crate::output::check::{CheckReport, Matrix, ReleaseEntry};
@@ -186,11 +186,7 @@ fn targets_of(
         match kernels::kernel_of(kernels::boot_of(&node), &answer.streams) {
             Ok(target) => {
                 if !targets.iter().any(|t| t.kernel == target) {
-                    targets.push(Target {
-                        dtk: checking::dtk_of(&answer.streams, &target),
-                        kernel: target,
-                        goarch: arch.goarch().to_string(),
-                    });
+                    targets.push(Target::in_release(&answer.streams, target, arch.goarch()));
                 }
             }
             Err(reason) => problems.push(format!("for its nodes on {kernel}: {reason}")),
@@ -596,6 +592,7 @@ pub async fn run(
                         invalid: false,
                         waits_forever: false,
                         deep: None,
+                        dtk_kernel: None,
                     });
                 }
             }

@@ -471,7 +471,7 @@ fn release_target(
             kernels::most_booted(&selectors, nodes, &goarch)
         })
     };
-    let kernel_version = match kernels::kernel_of(boot, &answer.streams) {
+    let kernel_version = match kernels::dtk_kernel_of(boot, &answer.streams) {
         Ok(kernel) => kernel,
         Err(_) if args.rt => context::rt_kernel(answer)?,
         Err(reason) => {
@@ -485,6 +485,17 @@ fn release_target(
     if boot != Boot::STANDARD && !args.rt {
         term.say(&format!(
             "most of the Modules' nodes boot the {boot} kernel: the preflight object checks {kernel_version}"
+        ));
+    }
+    // KMM is given the driver-toolkit's kernel, as it expects; the client check below checks
+    // the kernel the nodes will boot.
+    if let Ok(nodes_kernel) = kernels::kernel_of(boot, &answer.streams)
+        && nodes_kernel != kernel_version
+    {
+        term.warn(&format!(
+            "the preflight object checks {kernel_version}, the driver-toolkit's kernel, as KMM \
+             expects: that is what KMM will check; the nodes will boot {nodes_kernel}, which the \
+             client check checks"
         ));
     }
     Ok(Subject {
@@ -639,6 +650,7 @@ async fn release_side(
                     kernel: kernel.clone(),
                     goarch,
                     dtk: args.dtk_image.clone(),
+                    dtk_kernel: None,
                 }]),
                 basis: kernel,
             }

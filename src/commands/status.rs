@@ -375,6 +375,7 @@ impl ClientSide {
                     kernel: kernel.to_string(),
                     goarch,
                     dtk: spec["dtkImage"].as_str().map(str::to_string),
+                    dtk_kernel: None,
                 };
                 (kernel.to_string(), Plan::Kernels(vec![target]))
             }

@@ -101,6 +101,10 @@ pub struct Row {
     /// `--deep`: what the kernel's own checks say about each module file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deep: Option<Deep>,
+    /// The driver-toolkit's kernel, where the nodes will boot another one (`kernel`): what KMM
+    /// checks and builds for.
+    #[serde(rename = "dtkKernel", skip_serializing_if = "Option::is_none")]
+    pub dtk_kernel: Option<String>,
 }
 
 /// A kernel to check, and the architecture of the nodes that boot it (`amd64`, `arm64`, …).
@@ -110,6 +114,21 @@ pub struct Target {
     pub goarch: String,
     /// The driver-toolkit image of the kernel (from the release), for `--deep`.
     pub dtk: Option<String>,
+    /// The driver-toolkit's kernel where the nodes boot `kernel` instead (the release's node OS
+    /// and driver-toolkit disagree).
+    pub dtk_kernel: Option<String>,
+}
+
+impl Target {
+    /// The release's target for nodes of `goarch` that boot `kernel`.
+    pub fn in_release(streams: &[DtkStream], kernel: String, goarch: &str) -> Target {
+        Target {
+            dtk: dtk_of(streams, &kernel),
+            dtk_kernel: streams.iter().find_map(|s| s.dtk_kernel_for(&kernel)),
+            kernel,
+            goarch: goarch.to_string(),
+        }
+    }
 }
 
 /// How each Module's kernels are chosen.
@@ -201,14 +220,9 @@ impl<'a> Job<'a> {
                 }
             };
             for (_, kernel) in planned.kernels {
-                let dtk = dtk_of(streams, &kernel);
                 jobs.push(Job {
                     module,
-                    target: Target {
-                        kernel,
-                        goarch: goarch.to_string(),
-                        dtk,
-                    },
+                    target: Target::in_release(streams, kernel, goarch),
                     note: planned.note.clone(),
                 });
             }
@@ -218,17 +232,55 @@ impl<'a> Job<'a> {
 }
 
 /// The driver-toolkit that carries `kernel`'s devel files: the stream of that kernel, its RT
-/// kernel, or a variant of it (`+64k`).
+/// kernel, or a variant of it (`+64k`); for a node OS kernel that differs, its stream's
+/// driver-toolkit all the same (the nearest devel files there are).
 pub fn dtk_of(streams: &[DtkStream], kernel: &str) -> Option<String> {
+    let is = |standard: &str, rt: Option<&str>| standard == kernel || rt == Some(kernel);
     streams
         .iter()
-        .find(|s| s.kernel_version == kernel || s.rt_kernel_version.as_deref() == Some(kernel))
+        .find(|s| is(&s.kernel_version, s.rt_kernel_version.as_deref()))
         .or_else(|| {
             streams
                 .iter()
                 .find(|s| kernel.starts_with(&format!("{}+", s.kernel_version)))
         })
+        .or_else(|| {
+            streams.iter().find(|s| {
+                is(s.boot_kernel(), s.boot_rt_kernel())
+                    || kernel.starts_with(&format!("{}+", s.boot_kernel()))
+            })
+        })
         .map(|s| s.dtk_image.clone())
+}
+
+/// A row for a kernel the nodes boot where the release's driver-toolkit has `dtk_kernel`: KMM
+/// builds and signs for the driver-toolkit's kernel, so an image it would make is for a kernel
+/// no node runs; any other verdict carries the warning.
+fn skewed(row: &mut Row, dtk_kernel: &str) {
+    row.dtk_kernel = Some(dtk_kernel.to_string());
+    let kernel = &row.kernel;
+    match row.verdict {
+        Verdict::WillBuild | Verdict::WillSign => {
+            let make = if row.verdict == Verdict::WillBuild {
+                "build"
+            } else {
+                "sign"
+            };
+            row.verdict = Verdict::Failed;
+            row.reason = format!(
+                "KMM would {make} for {dtk_kernel} (the DTK's kernel) but the nodes will boot \
+                 {kernel}: {}",
+                row.reason
+            );
+        }
+        _ => {
+            row.reason = format!(
+                "{} (warning: the release's driver-toolkit has {dtk_kernel}, not the nodes' \
+                 kernel: KMM checks and builds for {dtk_kernel})",
+                row.reason
+            );
+        }
+    }
 }
 
 /// What a lookup of a Secret or ConfigMap found.
@@ -481,7 +533,7 @@ impl Checker {
     }
 
     async fn check_one(&self, module: &Module, target: &Target) -> Row {
-        let mut row = Row {
+        let row = Row {
             namespace: module.metadata.namespace.clone(),
             name: module.metadata.name.clone(),
             kernel: target.kernel.clone(),
@@ -491,7 +543,16 @@ impl Checker {
             invalid: false,
             waits_forever: false,
             deep: None,
+            dtk_kernel: None,
         };
+        let mut row = self.check_resolved(module, target, row).await;
+        if let Some(dtk_kernel) = &target.dtk_kernel {
+            skewed(&mut row, dtk_kernel);
+        }
+        row
+    }
+
+    async fn check_resolved(&self, module: &Module, target: &Target, mut row: Row) -> Row {
         let Some(container) = module.container() else {
             row.reason = "the Module has no moduleLoader: nothing is loaded".into();
             return row;
@@ -1370,6 +1431,7 @@ mod tests {
             invalid: false,
             waits_forever: false,
             deep: None,
+            dtk_kernel: None,
         };
         let summary = Summary::of(&[
             row(Verdict::Ready),

@@ -153,6 +153,7 @@ mod tests {
                 invalid: false,
                 waits_forever,
                 deep: None,
+                dtk_kernel: None,
             }],
             checking: false,
         }

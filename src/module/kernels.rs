@@ -82,8 +82,18 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// The release's kernel for `boot`, or why there is none.
+/// The release's kernel for `boot`, or why there is none: the kernel the nodes will boot, which
+/// is the node OS's where it differs from the driver-toolkit's.
 pub fn kernel_of(boot: Boot, streams: &[DtkStream]) -> Result<String, String> {
+    release_kernel(boot, streams, true)
+}
+
+/// The driver-toolkit's kernel for `boot`: what KMM checks and builds for.
+pub fn dtk_kernel_of(boot: Boot, streams: &[DtkStream]) -> Result<String, String> {
+    release_kernel(boot, streams, false)
+}
+
+fn release_kernel(boot: Boot, streams: &[DtkStream], nodes: bool) -> Result<String, String> {
     let stream = if boot.rhel >= 10 {
         streams
             .iter()
@@ -94,13 +104,19 @@ pub fn kernel_of(boot: Boot, streams: &[DtkStream]) -> Result<String, String> {
             .first()
             .ok_or_else(|| "the release has no driver-toolkit".to_string())?
     };
+    let (standard, rt) = match nodes {
+        true => (stream.boot_kernel(), stream.boot_rt_kernel()),
+        false => (
+            stream.kernel_version.as_str(),
+            stream.rt_kernel_version.as_deref(),
+        ),
+    };
     match boot.variant {
-        Variant::Standard => Ok(stream.kernel_version.clone()),
-        Variant::RealTime => stream
-            .rt_kernel_version
-            .clone()
+        Variant::Standard => Ok(standard.to_string()),
+        Variant::RealTime => rt
+            .map(str::to_string)
             .ok_or_else(|| format!("the release's {} has no real-time kernel", stream.dtk_image)),
-        Variant::Pages64k => Ok(format!("{}+64k", stream.kernel_version)),
+        Variant::Pages64k => Ok(format!("{standard}+64k")),
     }
 }
 
@@ -223,12 +239,14 @@ mod tests {
                 kernel_version: "5.14.0-570.19.1.el9_6.x86_64".into(),
                 rt_kernel_version: Some("5.14.0-570.19.1.el9_6.x86_64+rt".into()),
                 rhel_version: Some("9.6".into()),
+                node_os: None,
             },
             DtkStream {
                 dtk_image: "q.io/dtk10@sha256:10".into(),
                 kernel_version: "6.12.0-55.9.1.el10_0.x86_64".into(),
                 rt_kernel_version: None,
                 rhel_version: Some("10.0".into()),
+                node_os: None,
             },
         ]
     }

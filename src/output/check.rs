@@ -375,6 +375,7 @@ mod tests {
             invalid: false,
             waits_forever: false,
             deep: None,
+            dtk_kernel: None,
         }
     }
 

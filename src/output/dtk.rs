@@ -2,7 +2,8 @@
 
 use super::{Format, Term, human_bytes, stdout, to_json, to_yaml};
 use crate::registry::Transferred;
-use crate::release::{DtkAnswer, Resolution};
+use crate::release::nodeos::NodeKernelStatus;
+use crate::release::{DtkAnswer, DtkStream, Resolution};
 
 pub fn text(answer: &DtkAnswer) -> String {
     let rows = [
@@ -21,6 +22,9 @@ pub fn text(answer: &DtkAnswer) -> String {
         ),
     ];
     let mut text: String = rows.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect();
+    if let Some(line) = answer.streams.first().and_then(node_kernel_line) {
+        text.push_str(&format!("{:<16} {line}\n", "Node kernel"));
+    }
     // The payload's other streams (5.x: RHEL 10), after the RHEL 9 answer above.
     for stream in answer.streams.iter().skip(1) {
         let rhel = stream.rhel_version.as_deref().unwrap_or("(unknown)");
@@ -35,8 +39,44 @@ pub fn text(answer: &DtkAnswer) -> String {
             "  RT kernel",
             stream.rt_kernel_version.as_deref().unwrap_or("(none)")
         ));
+        if let Some(line) = node_kernel_line(stream) {
+            text.push_str(&format!("{:<16} {line}\n", "  Node kernel"));
+        }
     }
     text
+}
+
+/// The kernel the stream's nodes will boot, next to the driver-toolkit's: one line.
+fn node_kernel_line(stream: &DtkStream) -> Option<String> {
+    let os = stream.node_os.as_ref()?;
+    let tag = os.tag.as_deref().unwrap_or("node OS");
+    let from = os.source.as_deref().unwrap_or("its image");
+    Some(match os.status {
+        NodeKernelStatus::Agrees => {
+            let rt = match (&os.rt_kernel_version, &stream.rt_kernel_version) {
+                (Some(_), _) => " and RT kernel",
+                (None, Some(_)) => " (RT kernel unconfirmed)",
+                (None, None) => "",
+            };
+            format!("the same: {tag} carries the DTK's kernel{rt} ({from})")
+        }
+        NodeKernelStatus::Differs => {
+            let mut kernels = Vec::new();
+            if let Some(k) = os.differing(&stream.kernel_version) {
+                kernels.push(k.to_string());
+            }
+            if let Some(k) = os.differing_rt(stream.rt_kernel_version.as_deref()) {
+                kernels.push(k.to_string());
+            }
+            format!(
+                "{} DIFFERS from the DTK's: {tag} boots it ({from}); KMM checks and builds for the DTK's",
+                kernels.join(", ")
+            )
+        }
+        NodeKernelStatus::Unconfirmed => {
+            "unconfirmed (see the warning): the DTK's is assumed".into()
+        }
+    })
 }
 
 pub fn print(answer: &DtkAnswer, format: Format) {
@@ -95,6 +135,7 @@ mod tests {
             kernel_version: "5.14.0-570.19.1.el9_6.x86_64".into(),
             rt_kernel_version: None,
             rhel_version: Some("9.6".into()),
+            node_os: None,
             streams: vec![],
         };
         let text = text(&answer);

@@ -1,6 +1,7 @@
 //! Release payload → driver-toolkit image → kernel, read straight from the registry.
 
 pub mod dtk;
+pub mod nodeos;
 pub mod payload;
 
 use std::fmt;
@@ -16,8 +17,8 @@ use crate::registry::files::{platform_manifest, read_files};
 use crate::registry::reference::ImageRef;
 
 pub const DEFAULT_RELEASE_REPO: &str = "quay.io/openshift-release-dev/ocp-release";
-/// v2: answers carry every driver-toolkit stream.
-const CACHE_NAMESPACE: &str = "dtk-v2";
+/// v3: answers carry every driver-toolkit stream and its node OS kernel.
+const CACHE_NAMESPACE: &str = "dtk-v3";
 
 static VERSION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^\d+\.\d+\.\d+(-[0-9A-Za-z][0-9A-Za-z.-]*)?$").expect("static regex")
@@ -206,6 +207,8 @@ pub struct DtkAnswer {
     pub kernel_version: String,
     pub rt_kernel_version: Option<String>,
     pub rhel_version: Option<String>,
+    /// The RHEL 9 stream's node OS and the kernel its nodes will boot.
+    pub node_os: Option<nodeos::NodeOs>,
     /// Every driver-toolkit stream of the payload: the RHEL 9 one (the keys above), then
     /// `driver-toolkit-10` when the payload has it.
     pub streams: Vec<DtkStream>,
@@ -219,15 +222,97 @@ pub struct DtkStream {
     pub kernel_version: String,
     pub rt_kernel_version: Option<String>,
     pub rhel_version: Option<String>,
+    /// The stream's node OS image and its kernels (None: not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_os: Option<nodeos::NodeOs>,
 }
 
 impl DtkStream {
-    fn of(image: &ImageRef, release: &dtk::DtkRelease) -> Self {
+    fn of(image: &ImageRef, release: &dtk::DtkRelease, node_os: nodeos::NodeOs) -> Self {
         DtkStream {
             dtk_image: image.to_string(),
             kernel_version: release.kernel_version.clone(),
             rt_kernel_version: release.rt_kernel_version.clone(),
             rhel_version: release.rhel_version.clone(),
+            node_os: Some(nodeos::settle(
+                node_os,
+                &release.kernel_version,
+                release.rt_kernel_version.as_deref(),
+            )),
+        }
+    }
+
+    /// The kernel the stream's standard nodes will boot: the node OS's where it is known to
+    /// differ from the driver-toolkit's, else the driver-toolkit's.
+    pub fn boot_kernel(&self) -> &str {
+        self.node_os
+            .as_ref()
+            .and_then(|os| os.differing(&self.kernel_version))
+            .unwrap_or(&self.kernel_version)
+    }
+
+    /// The same for the real-time kernel.
+    pub fn boot_rt_kernel(&self) -> Option<&str> {
+        self.node_os
+            .as_ref()
+            .and_then(|os| os.differing_rt(self.rt_kernel_version.as_deref()))
+            .or(self.rt_kernel_version.as_deref())
+    }
+
+    /// For a kernel the nodes boot: the driver-toolkit's kernel of that kind when it is another
+    /// one (KMM checks and builds for it, not for the nodes' kernel).
+    pub fn dtk_kernel_for(&self, boot_kernel: &str) -> Option<String> {
+        let dtk = if Some(boot_kernel) == self.boot_rt_kernel() {
+            self.rt_kernel_version.clone()?
+        } else if boot_kernel == self.boot_kernel() {
+            self.kernel_version.clone()
+        } else if let Some(variant) = boot_kernel
+            .strip_prefix(self.boot_kernel())
+            .filter(|v| v.starts_with('+'))
+        {
+            format!("{}{variant}", self.kernel_version)
+        } else {
+            return None;
+        };
+        (dtk != boot_kernel).then_some(dtk)
+    }
+
+    /// What to say about the node OS kernel of this stream, for stderr: why it is unconfirmed, or
+    /// that it differs. None when it agrees.
+    pub fn node_os_warning(&self) -> Option<String> {
+        let os = self.node_os.as_ref()?;
+        match os.status {
+            nodeos::NodeKernelStatus::Agrees => os.reason.as_ref().map(|r| {
+                format!(
+                    "node OS of {}: {r}; the DTK's RT kernel is assumed",
+                    self.dtk_image
+                )
+            }),
+            nodeos::NodeKernelStatus::Unconfirmed => Some(format!(
+                "the kernel the nodes will boot is unconfirmed, {}: the driver-toolkit's {} is assumed",
+                os.reason
+                    .as_deref()
+                    .unwrap_or("the node OS image says nothing"),
+                self.kernel_version
+            )),
+            nodeos::NodeKernelStatus::Differs => {
+                let mut differ = Vec::new();
+                if let Some(k) = os.differing(&self.kernel_version) {
+                    differ.push(format!("{k} (the DTK has {})", self.kernel_version));
+                }
+                if let Some(k) = os.differing_rt(self.rt_kernel_version.as_deref()) {
+                    differ.push(format!(
+                        "{k} (the DTK has {})",
+                        self.rt_kernel_version.as_deref().unwrap_or("none")
+                    ));
+                }
+                Some(format!(
+                    "the node OS {} boots {}: KMM checks and builds for the driver-toolkit's kernel, \
+                     the nodes will boot the node OS's; Modules are checked against the latter",
+                    os.image.as_deref().unwrap_or("image"),
+                    differ.join(" and ")
+                ))
+            }
         }
     }
 
@@ -367,6 +452,11 @@ pub async fn resolve(
         cached.release_image = pinned.to_string();
         let resolution = Resolution {
             from_cache: true,
+            warnings: cached
+                .streams
+                .iter()
+                .filter_map(DtkStream::node_os_warning)
+                .collect(),
             ..Default::default()
         };
         return Ok((cached, resolution));
@@ -430,12 +520,23 @@ pub async fn resolve(
         .image_for(payload::DTK_10_TAG)
         .map(|spec| dtk_reference(payload::DTK_10_TAG, spec))
         .transpose()?;
-    let (first, rhel10) = futures::join!(read_dtk(registry, &dtk_image, arch), async {
-        match &rhel10_image {
-            Some(image) => Some(read_dtk(registry, image, arch).await),
-            None => None,
+    // The node OS images in parallel with the driver-toolkits: no added round trips.
+    let (first, rhel10, os9, os10) = futures::join!(
+        read_dtk(registry, &dtk_image, arch),
+        async {
+            match &rhel10_image {
+                Some(image) => Some(read_dtk(registry, image, arch).await),
+                None => None,
+            }
+        },
+        nodeos::read(registry, &references, false, arch),
+        async {
+            match &rhel10_image {
+                Some(_) => Some(nodeos::read(registry, &references, true, arch).await),
+                None => None,
+            }
         }
-    });
+    );
     let (release, mut dtk_size, dtk_is_list) = first?;
     let rhel10 = rhel10.transpose()?;
 
@@ -453,11 +554,16 @@ pub async fn resolve(
         _ => arch,
     };
 
-    let mut streams = vec![DtkStream::of(&dtk_image, &release)];
-    if let (Some(image), Some((release10, size10, _))) = (&rhel10_image, &rhel10) {
-        streams.push(DtkStream::of(image, release10));
+    let mut streams = vec![DtkStream::of(&dtk_image, &release, os9)];
+    if let (Some(image), Some((release10, size10, _)), Some(os10)) = (&rhel10_image, &rhel10, os10)
+    {
+        streams.push(DtkStream::of(image, release10, os10));
         dtk_size += size10;
     }
+    // A node OS that could not be read this time is read again next time.
+    let cacheable = !streams
+        .iter()
+        .any(|s| s.node_os.as_ref().is_some_and(|os| os.transient));
     let answer = DtkAnswer {
         release_image: pinned.to_string(),
         release_digest: top_digest,
@@ -467,11 +573,13 @@ pub async fn resolve(
         kernel_version: release.kernel_version,
         rt_kernel_version: release.rt_kernel_version,
         rhel_version: release.rhel_version,
+        node_os: streams[0].node_os.clone(),
         streams,
     };
-    if let Err(e) = cache.put(CACHE_NAMESPACE, &cache_key, &answer) {
+    if cacheable && let Err(e) = cache.put(CACHE_NAMESPACE, &cache_key, &answer) {
         warnings.push(format!("could not write the cache: {e}"));
     }
+    warnings.extend(answer.streams.iter().filter_map(DtkStream::node_os_warning));
     let resolution = Resolution {
         from_cache: false,
         release_size: release_manifest.total_size(),

@@ -15,6 +15,7 @@ mod dtk;
 mod fleet;
 mod hub;
 mod mirrors;
+mod nodeos;
 mod preflight;
 mod preflight_check;
 mod rbac;

@@ -5,8 +5,10 @@
 use serde_json::{Value, json};
 
 use super::apiserver::{ApiServer, Kmm};
-use super::fixtures::{ReleaseFixture, kernel_for, push_release, push_release_with_dtk};
-use super::images::{Image, Pusher};
+use super::fixtures::{
+    self, NodeOsForm, ReleaseFixture, kernel_for, push_node_os, push_release, push_release_tagged,
+};
+use super::images::{Compression, Flavor, Image, Pusher};
 use super::kmod::simple_image;
 use super::operator::{Operator, OperatorConfig};
 use super::registry::TestRegistry;
@@ -69,16 +71,47 @@ impl TestCluster {
         Self::start_full(kmm, TestRegistry::plain(), Some(dtk)).await
     }
 
+    /// With a release whose node OS boots `node_kernel` while its driver-toolkit has
+    /// `kernel_for(VERSION)`: the two disagree.
+    pub async fn start_skewed(kmm: Kmm, node_kernel: &str) -> TestCluster {
+        let dtk = fixtures::dtk_image(
+            &kernel_for(VERSION, "amd64"),
+            "amd64",
+            Flavor::Docker,
+            Compression::Gzip,
+        );
+        Self::start_inner(kmm, TestRegistry::plain(), Some(&dtk), Some(node_kernel)).await
+    }
+
     /// With `dtk`, on `registry`.
     pub async fn start_full(kmm: Kmm, registry: TestRegistry, dtk: Option<&Image>) -> TestCluster {
+        Self::start_inner(kmm, registry, dtk, None).await
+    }
+
+    async fn start_inner(
+        kmm: Kmm,
+        registry: TestRegistry,
+        dtk: Option<&Image>,
+        node_kernel: Option<&str>,
+    ) -> TestCluster {
         let pusher = Pusher::new(&registry);
         let release = match dtk {
             None => push_release(&pusher, &registry.addr, VERSION, "amd64").await,
             Some(dtk) => {
                 let tag = format!("{VERSION}-x86_64");
-                let mut fixture =
-                    push_release_with_dtk(&pusher, &registry.addr, VERSION, dtk, Some(&tag)).await;
-                fixture.kernel = kernel_for(VERSION, "amd64");
+                let kernel = kernel_for(VERSION, "amd64");
+                let os_kernel = node_kernel.unwrap_or(&kernel);
+                let os = push_node_os(&pusher, os_kernel, "amd64", NodeOsForm::KernelLabel).await;
+                let mut fixture = push_release_tagged(
+                    &pusher,
+                    &registry.addr,
+                    VERSION,
+                    dtk,
+                    Some(&tag),
+                    &[("rhel-coreos", &os.reference)],
+                )
+                .await;
+                fixture.kernel = kernel;
                 fixture
             }
         };

@@ -89,7 +89,8 @@ pub fn dtk_image_of(
     }
 }
 
-/// `image-references` for `version` with `dtk` as the driver-toolkit (None: no such tag).
+/// `image-references` for `version` with `dtk` as the driver-toolkit (None: no such tag) and no
+/// node OS image.
 pub fn image_references(version: &str, dtk: Option<&str>, registry: &str) -> Vec<u8> {
     image_references_with(version, dtk, None, registry)
 }
@@ -102,7 +103,19 @@ pub fn image_references_with(
     registry: &str,
 ) -> Vec<u8> {
     let mut tags = Vec::new();
-    for (i, name) in ["cli", "rhel-coreos", "machine-config-operator", "installer"]
+    if let Some(dtk) = dtk {
+        tags.push(("driver-toolkit", dtk));
+    }
+    if let Some(dtk10) = dtk10 {
+        tags.push(("driver-toolkit-10", dtk10));
+    }
+    image_references_tags(version, &tags, registry)
+}
+
+/// `image-references` naming `tags` (tag → pull spec) among a few components of no interest.
+pub fn image_references_tags(version: &str, named: &[(&str, &str)], registry: &str) -> Vec<u8> {
+    let mut tags = Vec::new();
+    for (i, name) in ["cli", "machine-config-operator", "installer"]
         .iter()
         .enumerate()
     {
@@ -113,24 +126,16 @@ pub fn image_references_with(
             "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
         }));
     }
-    if let Some(dtk) = dtk {
+    for (position, (name, spec)) in named.iter().enumerate() {
         tags.insert(
-            2,
+            (1 + position).min(tags.len()),
             json!({
-                "name": "driver-toolkit",
-                "annotations": {"io.openshift.build.source-location": "https://github.com/openshift/driver-toolkit"},
-                "from": {"kind": "DockerImage", "name": dtk},
+                "name": name,
+                "annotations": {"io.openshift.build.source-location": "https://github.com/openshift/example"},
+                "from": {"kind": "DockerImage", "name": spec},
                 "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
             }),
         );
-    }
-    if let Some(dtk10) = dtk10 {
-        tags.push(json!({
-            "name": "driver-toolkit-10",
-            "annotations": {"io.openshift.build.source-location": "https://github.com/openshift/driver-toolkit"},
-            "from": {"kind": "DockerImage", "name": dtk10},
-            "generation": null, "importPolicy": {}, "referencePolicy": {"type": ""}
-        }));
     }
     serde_json::to_vec_pretty(&json!({
         "kind": "ImageStream",
@@ -141,6 +146,117 @@ pub fn image_references_with(
         "status": {"dockerImageRepository": ""}
     }))
     .unwrap()
+}
+
+/// How a node OS image states its kernel (fleet-and-trust.md §2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeOsForm {
+    /// `com.coreos.rpm.kernel` (and `…kernel-rt-core`) labels, as `rhel-coreos` and
+    /// `machine-os-content` carry them.
+    KernelLabel,
+    /// `ostree.linux=true` (OCP 4.22+) and `io.openshift.metalayer=true`: the kernel is only in
+    /// the last layer's `meta.json`.
+    MetaJson,
+    /// The standard kernel's label only: the RT kernel is in `rhel-coreos-extensions`.
+    NoRtLabel,
+}
+
+/// A node OS image for `kernel` (and its `+rt` twin for amd64) in the form given, with a bulky
+/// layer below, as the real ones (gigabytes) have.
+pub async fn push_node_os(
+    pusher: &Pusher,
+    kernel: &str,
+    goarch: &'static str,
+    form: NodeOsForm,
+) -> Pushed {
+    push_node_os_to(pusher, "ocp/art-dev", kernel, goarch, form).await
+}
+
+/// `push_node_os` into repository `repo`.
+pub async fn push_node_os_to(
+    pusher: &Pusher,
+    repo: &str,
+    kernel: &str,
+    goarch: &'static str,
+    form: NodeOsForm,
+) -> Pushed {
+    let version_release_arch = kernel.to_string();
+    let mut layers = vec![node_os_bulk()];
+    let mut labels: Vec<(&str, &str)> = vec![(
+        "io.openshift.build.versions",
+        "machine-os=419.96.202606021522-0",
+    )];
+    match form {
+        NodeOsForm::KernelLabel => {
+            labels.push(("com.coreos.rpm.kernel", &version_release_arch));
+            if goarch == "amd64" {
+                labels.push(("com.coreos.rpm.kernel-rt-core", &version_release_arch));
+            }
+        }
+        NodeOsForm::NoRtLabel => labels.push(("com.coreos.rpm.kernel", &version_release_arch)),
+        NodeOsForm::MetaJson => {
+            labels.push(("ostree.linux", "true"));
+            labels.push(("io.openshift.metalayer", "true"));
+            let (version, rest) = kernel.split_once('-').unwrap();
+            let (release, arch) = rest.rsplit_once('.').unwrap();
+            let mut packages = vec![
+                json!(["bash", "0", "5.1.8", "9.el9", arch]),
+                json!(["kernel-core", "0", version, release, arch]),
+            ];
+            if goarch == "amd64" {
+                packages.push(json!(["kernel-rt-core", "0", version, release, arch]));
+            }
+            let meta = serde_json::to_vec(&json!({ "rpmdb.pkglist": packages })).unwrap();
+            let top = TarLayer::new()
+                .dir("usr/share/openshift/base")
+                .file("usr/share/openshift/base/meta.json", &meta)
+                .finish();
+            layers.push(layer(top, Compression::Gzip, Flavor::Oci));
+        }
+    }
+    let image = Image {
+        flavor: Flavor::Oci,
+        goarch,
+        layers,
+    };
+    pusher.push_labelled(repo, None, &image, &labels).await
+}
+
+/// The bulky layer under every node OS image: a reader of the kernel never needs it.
+pub fn node_os_bulk() -> super::images::Blob {
+    let bulk = TarLayer::new()
+        .dir("usr")
+        .noise("usr/lib/ostree-boot/vmlinuz", 512 * 1024, 23)
+        .finish();
+    layer(bulk, Compression::Gzip, Flavor::Oci)
+}
+
+/// `rhel-coreos-extensions` for the RT kernel of `kernel` (`extensions.json` in its last layer).
+pub async fn push_extensions(pusher: &Pusher, rt_version: &str) -> Pushed {
+    let map =
+        serde_json::to_vec(&json!({ "kernel-rt-core": rt_version, "kernel-rt-kvm": rt_version }))
+            .unwrap();
+    let bulk = TarLayer::new()
+        .dir("usr")
+        .noise(
+            "usr/share/rpm-ostree/extensions/kernel-rt-core.rpm",
+            256 * 1024,
+            29,
+        )
+        .finish();
+    let top = TarLayer::new()
+        .dir("usr/share/rpm-ostree")
+        .file("usr/share/rpm-ostree/extensions.json", &map)
+        .finish();
+    let image = Image {
+        flavor: Flavor::Oci,
+        goarch: "amd64",
+        layers: vec![
+            layer(bulk, Compression::Gzip, Flavor::Oci),
+            layer(top, Compression::Gzip, Flavor::Oci),
+        ],
+    };
+    pusher.push_image("ocp/art-dev", None, &image).await
 }
 
 pub fn release_metadata(version: &str, multi: bool) -> Vec<u8> {
@@ -204,6 +320,8 @@ pub struct ReleaseFixture {
     pub kernel: String,
 }
 
+/// A release as ART ships it: its driver-toolkit and its node OS (`rhel-coreos`) on the same
+/// kernel, the node OS saying so in its labels.
 pub async fn push_release(
     pusher: &Pusher,
     registry: &str,
@@ -213,12 +331,21 @@ pub async fn push_release(
     let kernel = kernel_for(version, goarch);
     let dtk = dtk_image(&kernel, goarch, Flavor::Docker, Compression::Gzip);
     let tag = format!("{version}-{}", rpm_arch(goarch));
-    let mut fixture = push_release_with_dtk(pusher, registry, version, &dtk, Some(&tag)).await;
+    let os = push_node_os(pusher, &kernel, goarch, NodeOsForm::KernelLabel).await;
+    let mut fixture = push_release_tagged(
+        pusher,
+        registry,
+        version,
+        &dtk,
+        Some(&tag),
+        &[("rhel-coreos", &os.reference)],
+    )
+    .await;
     fixture.kernel = kernel;
     fixture
 }
 
-/// Push `dtk` and a release payload pointing at it.
+/// Push `dtk` and a release payload pointing at it, without a node OS image.
 pub async fn push_release_with_dtk(
     pusher: &Pusher,
     registry: &str,
@@ -226,8 +353,22 @@ pub async fn push_release_with_dtk(
     dtk: &Image,
     tag: Option<&str>,
 ) -> ReleaseFixture {
+    push_release_tagged(pusher, registry, version, dtk, tag, &[]).await
+}
+
+/// Push `dtk` and a release payload naming it and the other images in `tags` (tag → pull spec).
+pub async fn push_release_tagged(
+    pusher: &Pusher,
+    registry: &str,
+    version: &str,
+    dtk: &Image,
+    tag: Option<&str>,
+    tags: &[(&str, &str)],
+) -> ReleaseFixture {
     let dtk = pusher.push_image("ocp/art-dev", None, dtk).await;
-    let refs = image_references(version, Some(&dtk.reference), registry);
+    let mut named = vec![("driver-toolkit", dtk.reference.as_str())];
+    named.extend_from_slice(tags);
+    let refs = image_references_tags(version, &named, registry);
     let release = push_payload(
         pusher,
         tag,
@@ -288,8 +429,21 @@ pub async fn push_mirrored_release(
         "{source}/openshift-release-dev/ocp-v4.0-art-dev@{}",
         dtk.digest
     );
+    // The node OS is mirrored beside the driver-toolkit, as `oc adm release mirror` does.
+    let os = push_node_os_to(pusher, dtk_repo, &kernel, "amd64", NodeOsForm::KernelLabel).await;
+    let os_logical = format!(
+        "{source}/openshift-release-dev/ocp-v4.0-art-dev@{}",
+        os.digest
+    );
     let payload = payload_layer(
-        &image_references(version, Some(&dtk_logical), source),
+        &image_references_tags(
+            version,
+            &[
+                ("driver-toolkit", &dtk_logical),
+                ("rhel-coreos", &os_logical),
+            ],
+            source,
+        ),
         &release_metadata(version, false),
         50,
     );
@@ -342,10 +496,16 @@ pub async fn push_two_stream_release(
             ),
         )
         .await;
-    let refs = image_references_with(
+    let os = push_node_os(pusher, &kernel, "amd64", NodeOsForm::KernelLabel).await;
+    let os10 = push_node_os(pusher, KERNEL_10, "amd64", NodeOsForm::KernelLabel).await;
+    let refs = image_references_tags(
         version,
-        Some(&dtk.reference),
-        Some(&dtk10.reference),
+        &[
+            ("driver-toolkit", &dtk.reference),
+            ("driver-toolkit-10", &dtk10.reference),
+            ("rhel-coreos", &os.reference),
+            ("rhel-coreos-10", &os10.reference),
+        ],
         registry,
     );
     let release = push_payload(

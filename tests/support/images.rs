@@ -321,10 +321,30 @@ impl Pusher {
     }
 
     pub async fn push_image(&self, repo: &str, tag: Option<&str>, image: &Image) -> Pushed {
+        self.push_labelled(repo, tag, image, &[]).await
+    }
+
+    /// `push_image` with `labels` in the config (`config.Labels`, as buildah writes them).
+    pub async fn push_labelled(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        image: &Image,
+        labels: &[(&str, &str)],
+    ) -> Pushed {
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let inner = if labels.is_empty() {
+            json!({})
+        } else {
+            json!({ "Labels": labels })
+        };
         let config = serde_json::to_vec(&json!({
             "architecture": image.goarch,
             "os": "linux",
-            "config": {},
+            "config": inner,
             "rootfs": {"type": "layers", "diff_ids": image.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
         }))
         .unwrap();
