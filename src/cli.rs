@@ -424,6 +424,16 @@ pub struct CheckArgs {
     #[arg(long)]
     pub deep: bool,
 
+    /// The nodes boot with Secure Boot: every module file's signature must verify against the
+    /// Module's certSecret or a --trusted-cert, or the Module is Failed (implies --deep)
+    #[arg(long, conflicts_with = "hub")]
+    pub secure_boot: bool,
+
+    /// A certificate the nodes trust (enrolled in MOK or db), PEM or DER (repeatable): module
+    /// signatures are verified against it and the Module's certSecret (implies --deep)
+    #[arg(long, value_name = "FILE", conflicts_with = "hub")]
+    pub trusted_cert: Vec<std::path::PathBuf>,
+
     /// With --kernel and --deep: the driver-toolkit image that carries those kernels' devel files
     #[arg(long, value_name = "IMAGE", requires = "kernel", requires = "deep", value_parser = image_reference)]
     pub dtk_image: Option<String>,

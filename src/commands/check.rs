@@ -13,6 +13,7 @@ use crate::module::check::{
     Checker, Inspected, Lookup, ObjectKind, Objects, Outcome, Plan, Row, Target,
 };
 use crate::module::kernels::NodeInfo;
+use crate::module::signature::{Trust, TrustedCert};
 use crate::module::source::{self, SecretData};
 use crate::module::spec::Module;
 use crate::output::check::{CheckReport, Matrix, ReleaseEntry, version_key};
@@ -44,6 +45,24 @@ impl Objects for ClusterObjects {
                         Err(reason) => Lookup::Unreadable(reason),
                     }
                 }
+                Ok(None) => Lookup::Missing,
+                Err(reason) => Lookup::Unreadable(reason),
+            }
+        })
+    }
+
+    fn secret_entry<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Lookup<Vec<u8>>> {
+        Box::pin(async move {
+            match self.0.secret(namespace, name).await {
+                Ok(Some((_, mut data))) => match data.remove(key) {
+                    Some(value) => Lookup::Found(value),
+                    None => Lookup::Unreadable(format!("it has no data key {key:?}")),
+                },
                 Ok(None) => Lookup::Missing,
                 Err(reason) => Lookup::Unreadable(reason),
             }
@@ -112,7 +131,7 @@ impl Setup {
         shared: &Shared,
         objects: Arc<dyn Objects>,
         term: &Term,
-        deep: bool,
+        deep: Option<Trust>,
     ) -> Arc<Checker> {
         let notifier = {
             let term = term.clone();
@@ -137,6 +156,8 @@ struct Inputs {
     listed: Vec<Listed>,
     release_repo: ImageRef,
     loaded: Option<source::Loaded>,
+    /// `--deep` (or a flag that implies it) with `--trusted-cert` and `--secure-boot`.
+    deep: Option<Trust>,
 }
 
 impl Inputs {
@@ -180,10 +201,38 @@ impl Inputs {
                 "list the releases with --release instead",
             ));
         }
+        let deep = (args.deep || args.secure_boot || !args.trusted_cert.is_empty()).then(|| {
+            let mut certs = Vec::new();
+            for path in &args.trusted_cert {
+                let origin = format!("--trusted-cert {}", path.display());
+                let read = std::fs::read(path)
+                    .map_err(|e| format!("{origin}: {e}"))
+                    .and_then(|bytes| TrustedCert::parse(&bytes, &origin));
+                match read {
+                    Ok(found) => certs.extend(found),
+                    Err(message) => {
+                        return Err(Error::invalid(
+                            message,
+                            "name a certificate file, PEM or DER (mokutil --export writes DER)",
+                        ));
+                    }
+                }
+            }
+            for cert in &certs {
+                if let Some(problem) = cert.key_problem() {
+                    term.warn(&format!("{}: {problem}", cert.origin));
+                }
+            }
+            Ok(Trust {
+                certs,
+                secure_boot: args.secure_boot,
+            })
+        });
         Ok(Inputs {
             listed,
             release_repo,
             loaded,
+            deep: deep.transpose()?,
         })
     }
 
@@ -410,7 +459,13 @@ async fn prepare(
         (None, Some(cluster)) => Setup::cluster_objects(cluster.clone()),
         (None, None) => Arc::new(source::Loaded::default()),
     };
-    let checker = Setup::checker(&registries.modules, shared, objects, term, args.deep);
+    let checker = Setup::checker(
+        &registries.modules,
+        shared,
+        objects,
+        term,
+        inputs.deep.clone(),
+    );
     Ok(Setup {
         cluster,
         registries,

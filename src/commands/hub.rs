@@ -16,6 +16,7 @@ use crate::cluster::hub::{
 use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::{Job, Outcome, Row, Target, Verdict};
 use crate::module::kernels::{self, NodeInfo};
+use crate::module::signature::Trust;
 use crate::module::spec::Module;
 use crate::output::check::{CheckReport, Matrix, ReleaseEntry};
 use crate::output::fleet::{ClusterEntry, Fleet};
@@ -359,7 +360,7 @@ pub async fn run(
         &shared,
         Setup::cluster_objects(hub.clone()),
         term,
-        args.deep,
+        args.deep.then(Trust::default),
     );
     let offers: HashMap<String, Vec<Wanted>> = infos
         .unwrap_or_default()

@@ -15,6 +15,7 @@ use crate::cluster::status::{self, ClientCheck, Progress, State};
 use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::{Plan, Target};
 use crate::module::kernels::{self, Boot, NodeInfo, Variant};
+use crate::module::signature::Trust;
 use crate::module::spec::Module;
 use crate::output::ReportFormat;
 use crate::output::fleet::{ClusterEntry, Fleet};
@@ -241,7 +242,7 @@ async fn arm(
             &shared,
             Setup::cluster_objects(cluster.clone()),
             term,
-            args.deep,
+            args.deep.then(Trust::default),
         )
     });
     if checker.is_some() {

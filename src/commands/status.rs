@@ -20,6 +20,7 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::Outcome;
 use crate::module::check::{Checker, Plan, Target};
 use crate::module::kernels::NodeInfo;
+use crate::module::signature::Trust;
 use crate::module::spec::Module;
 use crate::output::ReportFormat;
 use crate::output::fleet::{ClusterEntry, Fleet, Tabular};
@@ -349,7 +350,7 @@ impl ClientSide {
             &shared,
             Setup::cluster_objects(cluster.clone()),
             term,
-            args.deep,
+            args.deep.then(Trust::default),
         );
         Ok(ClientSide {
             cluster: cluster.clone(),

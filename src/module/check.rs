@@ -17,7 +17,8 @@ use super::kernels::{self, Boot, NodeInfo, Variant};
 use super::ko;
 use super::layout::{self, Finding, Indexes, Wanted};
 use super::mapping::{self, Resolved};
-use super::spec::{Module, Tls};
+use super::signature::{self, Status, Trust, TrustedCert};
+use super::spec::{Module, Sign, Tls};
 use crate::error::Error;
 use crate::registry::Registry;
 use crate::registry::auth::AuthEntries;
@@ -29,7 +30,7 @@ use crate::release::DtkStream;
 
 const CACHE_NAMESPACE: &str = "kmod-v1";
 /// `--deep`: the parsed modules of an image, and a driver-toolkit kernel's exports and vermagic.
-const DEEP_NAMESPACE: &str = "kmod-deep-v2";
+const DEEP_NAMESPACE: &str = "kmod-deep-v3";
 const KERNEL_NAMESPACE: &str = "dtk-kernel-v2";
 /// Module.symvers is a few MiB at most (RHEL 9: ~1.5 MiB).
 const SYMVERS_LIMIT: u64 = 64 * 1024 * 1024;
@@ -316,6 +317,14 @@ pub trait Objects: Send + Sync {
         name: &'a str,
     ) -> BoxFuture<'a, Lookup<AuthEntries>>;
 
+    /// One data key of a Secret (the signing certificate's `cert`; never a private key).
+    fn secret_entry<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Lookup<Vec<u8>>>;
+
     /// Whether an object exists (its content is not needed, and not read).
     fn exists<'a>(
         &'a self,
@@ -375,6 +384,7 @@ struct Access {
 
 /// One `imageRepoSecret`, read once however many Modules name it.
 type SecretCell = Arc<OnceCell<Lookup<AuthEntries>>>;
+type CertCell = Arc<OnceCell<Result<Vec<TrustedCert>, String>>>;
 
 /// What was read from registries, kept for the whole run: each image (and each
 /// driver-toolkit kernel) is read once however many Modules, or clusters, use it. Reads made
@@ -408,8 +418,11 @@ pub struct Checker {
     concurrency: usize,
     reads: Arc<Reads>,
     secrets: Mutex<HashMap<(String, String), SecretCell>>,
-    /// `--deep`: judge every Ready Module's files against the driver-toolkit.
-    deep: bool,
+    /// `--deep`: judge every Ready Module's files against the driver-toolkit, and their
+    /// signatures against these keys.
+    deep: Option<Trust>,
+    /// Each sign section's certificate, per certSecret.
+    cert_secrets: Mutex<HashMap<(String, String), CertCell>>,
     /// Every row decided so far, in the order decided: what a deadline leaves proven.
     decided: Mutex<Vec<Row>>,
     /// Reads under way per registry host. A read the deadline cut off stays counted: the
@@ -451,7 +464,8 @@ impl Checker {
             concurrency: DEFAULT_CONCURRENCY,
             reads: Arc::default(),
             secrets: Mutex::default(),
-            deep: false,
+            deep: None,
+            cert_secrets: Mutex::default(),
             decided: Mutex::default(),
             waiting: Mutex::default(),
         }
@@ -487,8 +501,8 @@ impl Checker {
         answer
     }
 
-    /// `--deep`.
-    pub fn with_deep(mut self, deep: bool) -> Self {
+    /// `--deep`, with the keys signatures are verified against.
+    pub fn with_deep(mut self, deep: Option<Trust>) -> Self {
         self.deep = deep;
         self
     }
@@ -611,11 +625,158 @@ impl Checker {
         row.waits_forever = verdict == Verdict::Failed && reason.ends_with(WAITS_FOREVER);
         row.verdict = verdict;
         row.reason = reason;
-        if verdict == Verdict::Ready && self.deep {
-            self.go_deep(&mut row, kos, target, resolved.sign.is_some())
-                .await;
+        if let Some(trust) = &self.deep {
+            if verdict == Verdict::Ready {
+                self.go_deep(&mut row, kos, target).await;
+            }
+            if row.deep.is_some() || row.verdict == Verdict::WillSign {
+                self.judge_signatures(&mut row, module, resolved.sign.as_ref(), trust)
+                    .await;
+            }
         }
         row
+    }
+
+    /// The certificate of a Module's sign section (its certSecret's `cert`), read once per
+    /// Secret.
+    async fn sign_certs(&self, module: &Module, sign: &Sign) -> Result<Vec<TrustedCert>, String> {
+        let namespace = &module.metadata.namespace;
+        let Some(name) = sign
+            .cert_secret
+            .as_ref()
+            .map(|s| s.name.clone())
+            .filter(|n| !n.is_empty())
+        else {
+            return Err("the sign section names no certSecret".into());
+        };
+        let cell = lock(&self.cert_secrets)
+            .entry((namespace.clone(), name.clone()))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let origin = format!("Secret {namespace}/{name} (certSecret)");
+            match self.objects.secret_entry(namespace, &name, "cert").await {
+                Lookup::Found(bytes) => TrustedCert::parse(&bytes, &origin),
+                Lookup::Missing => Err(format!("{origin} does not exist")),
+                Lookup::Unreadable(reason) => Err(format!("{origin}: {reason}")),
+            }
+        })
+        .await
+        .clone()
+    }
+
+    /// `--deep`: what each module file's signature proves, and the verdict where it matters: a
+    /// Module that signs must be signed by its own certificate, and with `--secure-boot` every
+    /// file must verify against a key the nodes trust. A WillSign Module's certificate must be
+    /// one the kernel can verify with.
+    async fn judge_signatures(
+        &self,
+        row: &mut Row,
+        module: &Module,
+        sign: Option<&Sign>,
+        trust: &Trust,
+    ) {
+        let own = match sign {
+            Some(sign) => Some(self.sign_certs(module, sign).await),
+            None => None,
+        };
+        if row.verdict == Verdict::WillSign {
+            match &own {
+                Some(Ok(certs)) => match certs.iter().find_map(TrustedCert::key_problem) {
+                    Some(problem) => {
+                        row.verdict = Verdict::Failed;
+                        row.reason = format!(
+                            "KMM would sign with a certificate the kernel cannot verify with: {problem}"
+                        );
+                    }
+                    None => {
+                        let names: Vec<&str> = certs.iter().map(|c| c.subject.as_str()).collect();
+                        row.reason = format!(
+                            "{}; its certificate ({}) is one the kernel verifies with",
+                            row.reason,
+                            names.join(", ")
+                        );
+                    }
+                },
+                Some(Err(reason)) => {
+                    row.reason = format!(
+                        "{}; its signing certificate was not checked: {reason}",
+                        row.reason
+                    );
+                }
+                None => {}
+            }
+            return;
+        }
+        let Some(deep) = row.deep.as_mut() else {
+            return;
+        };
+        let own_certs: &[TrustedCert] = match &own {
+            Some(Ok(certs)) => certs,
+            _ => &[],
+        };
+        let all: Vec<TrustedCert> = own_certs
+            .iter()
+            .chain(trust.certs.iter())
+            .cloned()
+            .collect();
+        let own_error = match &own {
+            Some(Err(reason)) => Some(reason.clone()),
+            _ => None,
+        };
+        // "file: why" for every file that fails a requirement; proven unless the only doubt is
+        // a signer that may be the unreadable certSecret's.
+        let mut wanting: Vec<String> = Vec::new();
+        let mut proven = false;
+        for file in &mut deep.files {
+            let verified = signature::verify(file.appended.as_ref(), &all);
+            let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+            let by_own = own
+                .is_some()
+                .then(|| signature::verify(file.appended.as_ref(), own_certs));
+            let failing = match by_own {
+                Some(by_own) if by_own.status != Status::Valid => Some(by_own),
+                _ if trust.secure_boot && verified.status != Status::Valid => {
+                    Some(verified.clone())
+                }
+                _ => None,
+            };
+            if let Some(failing) = failing {
+                proven |= own_error.is_none() || failing.status != Status::UnknownSigner;
+                wanting.push(format!("{name}: {}", failing.reason));
+            }
+            file.signature = Some(verified);
+        }
+        if wanting.is_empty() {
+            if row.verdict == Verdict::Loads && (sign.is_some() || trust.secure_boot) {
+                let by: Vec<String> = deep
+                    .files
+                    .iter()
+                    .filter_map(|f| f.signature.as_ref()?.verified_by.clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                row.reason = format!("{}; signed by {}", row.reason, by.join(", "));
+            }
+            return;
+        }
+        let what = if trust.secure_boot {
+            "the nodes boot with Secure Boot and would refuse it (\"Required key not available\")"
+        } else {
+            "the Module signs its modules, but the image's do not verify against its certificate"
+        };
+        let problems = wanting.join("; ");
+        if row.verdict == Verdict::Failed {
+            row.reason = format!("{}; also {what}: {problems}", row.reason);
+        } else if !proven && let Some(error) = own_error {
+            row.verdict = Verdict::Unknown;
+            row.reason = format!(
+                "whether the signatures are the Module's own is not known: {error} ({problems})"
+            );
+        } else {
+            row.verdict = Verdict::Failed;
+            row.reason = format!("{what}: {problems}");
+        }
     }
 
     /// `--deep` for a Ready row: the kernel's own load checks on every file modprobe inserts.
@@ -624,7 +785,6 @@ impl Checker {
         row: &mut Row,
         kos: Option<Result<Vec<CachedKo>, String>>,
         target: &Target,
-        signs: bool,
     ) {
         let not_proven = |reason: String| {
             format!(
@@ -688,19 +848,6 @@ impl Checker {
             } else {
                 shown.join("; ")
             };
-        }
-        if signs && !judged.signed {
-            let unsigned: Vec<&str> = judged
-                .files
-                .iter()
-                .filter(|f| !f.signed)
-                .map(|f| f.path.rsplit('/').next().unwrap_or(&f.path))
-                .collect();
-            row.reason = format!(
-                "{} (note: {} carries no signature although the Module has a sign section)",
-                row.reason,
-                unsigned.join(", ")
-            );
         }
         row.deep = Some(judged);
     }
@@ -1173,7 +1320,7 @@ impl Checker {
         // A cached answer, and with --deep the cached module files (or no need for them).
         let from_cache = |key: &str| -> Option<ImageState> {
             let cached = self.cache.get::<Cached>(CACHE_NAMESPACE, key)?;
-            let needs_files = self.deep && matches!(cached.finding, Finding::Ready(_));
+            let needs_files = self.deep.is_some() && matches!(cached.finding, Finding::Ready(_));
             let kos = if needs_files {
                 Some(Ok(self.cache.get::<Vec<CachedKo>>(DEEP_NAMESPACE, key)?))
             } else {
@@ -1271,7 +1418,7 @@ impl Checker {
         };
         let mut indexes = Indexes::default();
         let finding = layout::evaluate(&looking, &tree, &mut indexes, &shown);
-        let kos = if self.deep && matches!(finding, Finding::Ready(_)) {
+        let kos = if self.deep.is_some() && matches!(finding, Finding::Ready(_)) {
             let paths = layout::load_files(&looking, &tree, &mut indexes);
             let kos = self
                 .read_modules(&registry, &pinned, &platform, &paths)

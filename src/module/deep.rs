@@ -242,6 +242,12 @@ pub struct DeepFile {
     pub symbols: usize,
     pub signed: bool,
     pub signer: Option<String>,
+    /// What its signature proves against the Module's certificate and `--trusted-cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<super::signature::Verified>,
+    /// The appended signature as read, for verifying it.
+    #[serde(skip)]
+    pub appended: Option<super::ko::Signature>,
 }
 
 /// `modules[].deep` in `-o json`.
@@ -365,6 +371,8 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
                     symbols: 0,
                     signed: false,
                     signer: None,
+                    signature: None,
+                    appended: None,
                 });
                 continue;
             }
@@ -550,6 +558,8 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
             symbols: checked,
             signed: ko.signature.is_some(),
             signer: ko.signature.as_ref().and_then(|s| s.signer.clone()),
+            signature: None,
+            appended: ko.signature.clone(),
         });
     }
     deep
@@ -698,6 +708,7 @@ mod tests {
         provider.signature = Some(Signature {
             signer: Some("Vendor key".into()),
             kind: "PKCS#7".into(),
+            pkcs7: None,
         });
         let user = ko(
             &kernel().vermagic,

@@ -63,6 +63,8 @@ pub struct Signature {
     pub signer: Option<String>,
     /// `PKCS#7`, or the id type's number for anything else.
     pub kind: String,
+    /// PKCS#7: what verifying it needs.
+    pub pkcs7: Option<super::signature::Pkcs7>,
 }
 
 /// Decompress a module file by its magic bytes (xz, zstd, gzip, or none).
@@ -328,79 +330,23 @@ fn split_signature(bytes: &[u8]) -> Result<(&[u8], Option<Signature>), String> {
     };
     let signer_bytes = &rest[start..start + signer_len];
     let signature = &rest[start + signer_len + key_id_len..header_at];
-    let (kind, signer) = if id_type == 2 {
-        ("PKCS#7".to_string(), pkcs7_signer(signature))
+    let elf = &rest[..start];
+    let signature = if id_type == 2 {
+        let (signer, pkcs7) = super::signature::read_pkcs7(elf, signature);
+        Signature {
+            signer,
+            kind: "PKCS#7".into(),
+            pkcs7: Some(pkcs7),
+        }
     } else {
-        (
-            format!("id type {id_type}"),
-            (!signer_bytes.is_empty()).then(|| String::from_utf8_lossy(signer_bytes).into_owned()),
-        )
+        Signature {
+            signer: (!signer_bytes.is_empty())
+                .then(|| String::from_utf8_lossy(signer_bytes).into_owned()),
+            kind: format!("id type {id_type}"),
+            pkcs7: None,
+        }
     };
-    Ok((&rest[..start], Some(Signature { signer, kind })))
-}
-
-/// One DER element: (tag, contents, rest).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *input.first()?;
-    let first = *input.get(1)? as usize;
-    let (len, head) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for b in input.get(2..2 + n)? {
-            len = (len << 8) | *b as usize;
-        }
-        (len, 2 + n)
-    };
-    let contents = input.get(head..head.checked_add(len)?)?;
-    Some((tag, contents, &input[head + len..]))
-}
-
-const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-
-/// The issuer common name of the first SignerInfo of a PKCS#7 SignedData (what `modinfo` prints
-/// as `signer`), or None if it is not there or not what sign-file writes.
-fn pkcs7_signer(signature: &[u8]) -> Option<String> {
-    // ContentInfo ::= SEQUENCE { contentType OID, [0] EXPLICIT SignedData }
-    let (_, content_info, _) = der(signature)?;
-    let (_, _oid, rest) = der(content_info)?;
-    let (_, explicit, _) = der(rest)?;
-    // SignedData ::= SEQUENCE { version, digestAlgorithms SET, encapContentInfo,
-    //                           [0] certificates OPTIONAL, [1] crls OPTIONAL, signerInfos SET }
-    let (_, signed_data, _) = der(explicit)?;
-    let mut rest = signed_data;
-    let mut signer_infos = None;
-    while !rest.is_empty() {
-        let (tag, contents, next) = der(rest)?;
-        if tag == 0x31 {
-            signer_infos = Some(contents);
-        }
-        rest = next;
-    }
-    // The last SET is signerInfos (the first is digestAlgorithms).
-    let (_, signer_info, _) = der(signer_infos?)?;
-    let (_, _version, rest) = der(signer_info)?;
-    // sid: IssuerAndSerialNumber ::= SEQUENCE { issuer Name, serialNumber INTEGER }
-    let (tag, sid, _) = der(rest)?;
-    if tag != 0x30 {
-        return None; // a subjectKeyIdentifier: no name to show
-    }
-    let (_, mut name, _) = der(sid)?;
-    while !name.is_empty() {
-        let (_, rdn, next) = der(name)?;
-        let (_, attribute, _) = der(rdn)?;
-        let (_, oid, value) = der(attribute)?;
-        if oid == OID_COMMON_NAME {
-            let (_, text, _) = der(value)?;
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        name = next;
-    }
-    None
+    Ok((elf, Some(signature)))
 }
 
 #[cfg(test)]
@@ -421,17 +367,5 @@ mod tests {
         assert!(split_signature(&huge).is_err());
         assert!(decompress(&XZ_MAGIC).is_err());
         assert!(decompress(&[0x1f, 0x8b, 0, 0]).is_err());
-        assert_eq!(pkcs7_signer(&[0x30, 0x84, 0xff]), None);
-    }
-
-    #[test]
-    fn der_lengths() {
-        assert_eq!(
-            der(&[0x04, 0x01, 0xaa, 0x05]),
-            Some((0x04, &[0xaa][..], &[0x05][..]))
-        );
-        let long = [&[0x04, 0x81, 0x02][..], &[1, 2]].concat();
-        assert_eq!(der(&long), Some((0x04, &[1, 2][..], &[][..])));
-        assert_eq!(der(&[0x04, 0x05, 1]), None);
     }
 }

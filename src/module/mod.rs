@@ -9,6 +9,7 @@ pub mod ko;
 pub mod layout;
 pub mod mapping;
 pub mod moddep;
+pub mod signature;
 pub mod source;
 pub mod spec;
 pub mod template;

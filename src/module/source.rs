@@ -248,6 +248,22 @@ impl Objects for Loaded {
         Box::pin(async move { found })
     }
 
+    fn secret_entry<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Lookup<Vec<u8>>> {
+        let found = match self.secrets.get(&(namespace.to_string(), name.to_string())) {
+            None => Lookup::Unreadable(NOT_IN_FILES.into()),
+            Some(secret) => match secret.data.get(key) {
+                Some(value) => Lookup::Found(value.clone()),
+                None => Lookup::Unreadable(format!("it has no data key {key:?}")),
+            },
+        };
+        Box::pin(async move { found })
+    }
+
     fn exists<'a>(
         &'a self,
         kind: ObjectKind,

@@ -20,5 +20,6 @@ mod preflight;
 mod preflight_check;
 mod rbac;
 mod runbook;
+mod secureboot;
 mod status;
 mod terminal;

@@ -39,8 +39,8 @@ pub struct Ko {
     /// with `absolute_crcs`, as absolute `__crc_<sym>` symbols (Linux 5.14).
     pub export_crcs: Vec<(String, u32)>,
     pub absolute_crcs: bool,
-    /// Signed as `scripts/sign-file` does (PKCS#7, issuer and serial), by a key with this CN.
-    pub signer: Option<String>,
+    /// Signed as `scripts/sign-file` does (PKCS#7, issuer and serial), by this key.
+    pub signing: Option<Signing>,
     /// `.modinfo` license (none by default: "unspecified" to the kernel).
     pub license: Option<String>,
     /// `.modinfo` import_ns entries.
@@ -73,7 +73,7 @@ impl Ko {
             versions: None,
             export_crcs: vec![],
             absolute_crcs: false,
-            signer: None,
+            signing: None,
             license: None,
             import_ns: vec![],
             gpl_exports: vec![],
@@ -125,8 +125,27 @@ impl Ko {
         self
     }
 
-    pub fn signed_by(mut self, common_name: &str) -> Ko {
-        self.signer = Some(common_name.to_string());
+    /// Signed with SHA-256 by an RSA key with this common name (one key per name and run).
+    pub fn signed_by(self, common_name: &str) -> Ko {
+        let key = SigningKey::named(common_name);
+        self.signed_with(&key, "sha256")
+    }
+
+    /// Signed by `key` with the digest `md` (`sha256`, `sha512`, `sha1`), as sign-file does.
+    pub fn signed_with(mut self, key: &SigningKey, md: &str) -> Ko {
+        self.signing = Some(Signing {
+            key: key.clone(),
+            md: md.to_string(),
+            corrupt: false,
+        });
+        self
+    }
+
+    /// Signed as `signed_with`, then one byte of the signature value flipped.
+    pub fn corrupt_signature(mut self) -> Ko {
+        if let Some(signing) = self.signing.as_mut() {
+            signing.corrupt = true;
+        }
         self
     }
 
@@ -243,7 +262,7 @@ impl Ko {
     fn object(&self, kernel: &str) -> Vec<u8> {
         static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
         let source = self.source(kernel);
-        let key = format!("{source}\n/* signer: {:?} */", self.signer);
+        let key = format!("{source}\n/* signing: {:?} */", self.signing);
         let built = BUILT.get_or_init(Default::default);
         if let Some(object) = built.lock().unwrap().get(&key) {
             return object.clone();
@@ -260,70 +279,133 @@ impl Ko {
             .expect("gcc is needed to build test kernel modules");
         assert!(status.success(), "gcc failed on:\n{source}");
         let mut object = std::fs::read(&o).unwrap();
-        if let Some(signer) = &self.signer {
-            object = sign(&object, signer);
+        if let Some(signing) = &self.signing {
+            object = sign(&object, signing);
         }
         built.lock().unwrap().insert(key, object.clone());
         object
     }
 }
 
+/// How a module is signed.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    pub key: SigningKey,
+    pub md: String,
+    pub corrupt: bool,
+}
+
+/// A module signing key and its self-signed certificate, made by openssl as a vendor or KMM
+/// user makes one (`openssl req -x509 -new …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub name: String,
+    pub key_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub cert_der: Vec<u8>,
+}
+
+impl SigningKey {
+    /// A fresh RSA 2048 key.
+    pub fn rsa(common_name: &str) -> SigningKey {
+        SigningKey::make(common_name, &["-newkey", "rsa:2048"])
+    }
+
+    /// A fresh NIST P-384 ECDSA key.
+    pub fn p384(common_name: &str) -> SigningKey {
+        SigningKey::make(
+            common_name,
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"],
+        )
+    }
+
+    /// A fresh P-256 key: one the kernel does not verify module signatures with.
+    pub fn p256(common_name: &str) -> SigningKey {
+        SigningKey::make(
+            common_name,
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        )
+    }
+
+    /// One RSA key per common name for the whole test process.
+    pub fn named(common_name: &str) -> SigningKey {
+        static KEYS: OnceLock<Mutex<HashMap<String, SigningKey>>> = OnceLock::new();
+        let keys = KEYS.get_or_init(Default::default);
+        let mut keys = keys.lock().unwrap();
+        keys.entry(common_name.to_string())
+            .or_insert_with(|| SigningKey::rsa(common_name))
+            .clone()
+    }
+
+    fn make(common_name: &str, newkey: &[&str]) -> SigningKey {
+        let dir = tempfile::tempdir().unwrap();
+        let subject = format!("/CN={common_name}");
+        let mut args = vec!["req", "-x509", "-nodes", "-days", "1", "-subj", &subject];
+        args.extend_from_slice(newkey);
+        args.extend_from_slice(&["-keyout", "key.pem", "-out", "cert.pem"]);
+        openssl(dir.path(), &args);
+        openssl(
+            dir.path(),
+            &[
+                "x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der",
+            ],
+        );
+        let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+        SigningKey {
+            name: common_name.to_string(),
+            key_pem: read("key.pem"),
+            cert_pem: read("cert.pem"),
+            cert_der: read("cert.der"),
+        }
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
 /// Append a module signature as the kernel's `scripts/sign-file` does: a detached PKCS#7 (CMS)
 /// signature without certificates or attributes, identified by issuer and serial, then
-/// `struct module_signature` and the marker. The key is made once per signer name (openssl).
-fn sign(object: &[u8], common_name: &str) -> Vec<u8> {
+/// `struct module_signature` and the marker.
+fn sign(object: &[u8], signing: &Signing) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert, input, output) = (
-        dir.path().join("key.pem"),
-        dir.path().join("cert.pem"),
-        dir.path().join("m.ko"),
-        dir.path().join("m.p7s"),
+    std::fs::write(dir.path().join("key.pem"), &signing.key.key_pem).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), &signing.key.cert_pem).unwrap();
+    std::fs::write(dir.path().join("m.ko"), object).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-sign",
+            "-binary",
+            "-noattr",
+            "-nocerts",
+            "-nosmimecap",
+            "-md",
+            &signing.md,
+            "-outform",
+            "DER",
+            "-signer",
+            "cert.pem",
+            "-inkey",
+            "key.pem",
+            "-in",
+            "m.ko",
+            "-out",
+            "m.p7s",
+        ],
     );
-    let run = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl: {out:?}");
-    };
-    let subject = format!("/CN={common_name}");
-    run(&[
-        "req".as_ref(),
-        "-x509".as_ref(),
-        "-newkey".as_ref(),
-        "rsa:2048".as_ref(),
-        "-nodes".as_ref(),
-        "-days".as_ref(),
-        "1".as_ref(),
-        "-subj".as_ref(),
-        subject.as_ref(),
-        "-keyout".as_ref(),
-        key.as_os_str(),
-        "-out".as_ref(),
-        cert.as_os_str(),
-    ]);
-    std::fs::write(&input, object).unwrap();
-    run(&[
-        "cms".as_ref(),
-        "-sign".as_ref(),
-        "-binary".as_ref(),
-        "-noattr".as_ref(),
-        "-nocerts".as_ref(),
-        "-nosmimecap".as_ref(),
-        "-md".as_ref(),
-        "sha256".as_ref(),
-        "-outform".as_ref(),
-        "DER".as_ref(),
-        "-signer".as_ref(),
-        cert.as_os_str(),
-        "-inkey".as_ref(),
-        key.as_os_str(),
-        "-in".as_ref(),
-        input.as_os_str(),
-        "-out".as_ref(),
-        output.as_os_str(),
-    ]);
-    let signature = std::fs::read(&output).unwrap();
+    let mut signature = std::fs::read(dir.path().join("m.p7s")).unwrap();
+    if signing.corrupt {
+        // The signature value is the DER's last element: flip a byte inside it.
+        let at = signature.len() - 8;
+        signature[at] ^= 0x5a;
+    }
     let mut signed = object.to_vec();
     signed.extend_from_slice(&signature);
     // algo, hash, id_type PKEY_ID_PKCS7 = 2, signer_len, key_id_len, pad[3], be32 sig_len

@@ -617,6 +617,24 @@ impl ApiServer {
         );
     }
 
+    /// An Opaque Secret with these data keys.
+    pub fn add_secret(&self, namespace: &str, name: &str, data: &[(&str, &[u8])]) {
+        use base64::Engine;
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(v);
+                (k.to_string(), Value::String(encoded))
+            })
+            .collect();
+        self.put(
+            "",
+            "Secret",
+            json!({"metadata": {"name": name, "namespace": namespace},
+                   "type": "Opaque", "data": data}),
+        );
+    }
+
     pub fn delete_module(&self, namespace: &str, name: &str) {
         let _ = self
             .store
