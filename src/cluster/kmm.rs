@@ -53,6 +53,15 @@ impl Resource {
         }
     }
 
+    /// Downstream KMM's day-1 `BootModuleConfig`.
+    pub fn boot_module_config() -> Self {
+        Resource {
+            kind: "BootModuleConfig",
+            plural: "bootmoduleconfigs",
+            version: "v1beta1".into(),
+        }
+    }
+
     pub fn api_version(&self) -> String {
         format!("{GROUP}/{}", self.version)
     }

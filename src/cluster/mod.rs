@@ -631,6 +631,30 @@ impl Cluster {
             .collect())
     }
 
+    /// The day-1 BootModuleConfigs, each with its `kind` set; none where the resource does not
+    /// exist (upstream KMM, or KMM before 2.4).
+    pub async fn boot_module_configs(&self, namespace: Option<&str>) -> Result<Vec<Value>> {
+        let resource = Resource::boot_module_config().api_resource();
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("list bootmoduleconfigs", e)),
+        };
+        Ok(list
+            .items
+            .into_iter()
+            .map(|o| {
+                let mut value = serde_json::to_value(o).unwrap_or_default();
+                value["kind"] = Value::String("BootModuleConfig".into());
+                value
+            })
+            .collect())
+    }
+
     /// A Secret's type and data. Ok(None): it does not exist; Err: why it could not be read.
     pub async fn secret(
         &self,

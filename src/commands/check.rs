@@ -419,7 +419,16 @@ async fn prepare(
     let listing = async {
         match (&inputs.loaded, cluster_ref) {
             (Some(loaded), _) => Ok(loaded.modules.clone()),
-            (None, Some(cluster)) => cluster.modules(args.namespace.as_deref()).await,
+            (None, Some(cluster)) => {
+                let namespace = args.namespace.as_deref();
+                let (modules, boot) = tokio::join!(
+                    cluster.modules(namespace),
+                    cluster.boot_module_configs(namespace)
+                );
+                let mut values = modules?;
+                values.extend(boot?);
+                Ok(values)
+            }
             (None, None) => Ok(Vec::new()),
         }
     };
@@ -865,7 +874,13 @@ fn select_modules(
     let mut modules = Vec::new();
     let mut named = std::collections::BTreeSet::new();
     for (i, value) in values.iter().enumerate() {
-        let module = Module::from_value(value).map_err(|reason| {
+        let day1 = value["kind"] == "BootModuleConfig";
+        let parsed = if day1 {
+            Module::from_boot_config(value)
+        } else {
+            Module::from_value(value)
+        };
+        let module = parsed.map_err(|reason| {
             let name = format!(
                 "{}/{}",
                 value["metadata"]["namespace"].as_str().unwrap_or_default(),
@@ -875,9 +890,12 @@ fn select_modules(
                 Some(file) => format!(" in {file}"),
                 None => String::new(),
             };
+            let kind = if day1 { "BootModuleConfig" } else { "Module" };
             Error::invalid(
-                format!("Module {name}{place} cannot be read: {reason}"),
-                "fix the Module: it does not match the Module CRD (kmm.sigs.x-k8s.io/v1beta1)",
+                format!("{kind} {name}{place} cannot be read: {reason}"),
+                format!(
+                    "fix the {kind}: it does not match the {kind} CRD (kmm.sigs.x-k8s.io/v1beta1)"
+                ),
             )
         })?;
         if let Some(ns) = &args.namespace

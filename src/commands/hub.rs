@@ -594,6 +594,7 @@ pub async fn run(
                         waits_forever: false,
                         deep: None,
                         dtk_kernel: None,
+                        day1: false,
                     });
                 }
             }

@@ -106,6 +106,9 @@ pub struct Row {
     /// checks and builds for.
     #[serde(rename = "dtkKernel", skip_serializing_if = "Option::is_none")]
     pub dtk_kernel: Option<String>,
+    /// A day-1 BootModuleConfig rather than a Module.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub day1: bool,
 }
 
 /// A kernel to check, and the architecture of the nodes that boot it (`amd64`, `arm64`, …).
@@ -334,6 +337,16 @@ pub trait Objects: Send + Sync {
     ) -> BoxFuture<'a, Lookup<()>>;
 }
 
+/// Whether an image whose content does not matter exists for an architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Presence {
+    Exists,
+    Missing,
+    /// It exists but not for the nodes' architecture (or is no image).
+    Unusable(String),
+    Unknown(String),
+}
+
 /// What is known about one image.
 #[derive(Debug, Clone)]
 enum ImageState {
@@ -384,6 +397,7 @@ struct Access {
 
 /// One `imageRepoSecret`, read once however many Modules name it.
 type SecretCell = Arc<OnceCell<Lookup<AuthEntries>>>;
+type PresenceCell = Arc<OnceCell<Presence>>;
 type CertCell = Arc<OnceCell<Result<Vec<TrustedCert>, String>>>;
 
 /// What was read from registries, kept for the whole run: each image (and each
@@ -393,6 +407,8 @@ type CertCell = Arc<OnceCell<Result<Vec<TrustedCert>, String>>>;
 #[derive(Default)]
 pub struct Reads {
     images: Mutex<HashMap<ImageKey, Arc<OnceCell<ImageState>>>>,
+    /// Images only needed to exist (device plugins): (image, goarch, access).
+    present: Mutex<HashMap<(String, String, u64), PresenceCell>>,
     kernels: Mutex<HashMap<(String, String, String, u64), KernelCell>>,
     image_bytes: AtomicU64,
     images_read: AtomicU64,
@@ -558,6 +574,7 @@ impl Checker {
             waits_forever: false,
             deep: None,
             dtk_kernel: None,
+            day1: module.day1,
         };
         let mut row = self.check_resolved(module, target, row).await;
         if let Some(dtk_kernel) = &target.dtk_kernel {
@@ -625,8 +642,12 @@ impl Checker {
         row.waits_forever = verdict == Verdict::Failed && reason.ends_with(WAITS_FOREVER);
         row.verdict = verdict;
         row.reason = reason;
+        if row.verdict.is_ok() {
+            self.device_plugin(&mut row, module, &target.goarch, &access)
+                .await;
+        }
         if let Some(trust) = &self.deep {
-            if verdict == Verdict::Ready {
+            if row.verdict == Verdict::Ready {
                 self.go_deep(&mut row, kos, target).await;
             }
             if row.deep.is_some() || row.verdict == Verdict::WillSign {
@@ -635,6 +656,107 @@ impl Checker {
             }
         }
         row
+    }
+
+    /// The device plugin's images must exist for the nodes' architecture: without them the
+    /// Module's pods never start, whatever its kernel module does.
+    async fn device_plugin(&self, row: &mut Row, module: &Module, goarch: &str, access: &Access) {
+        for (what, image) in module.device_plugin_images() {
+            match self.present(image, goarch, access).await {
+                Presence::Exists => {}
+                Presence::Missing => {
+                    row.verdict = Verdict::Failed;
+                    row.reason = format!("the {what} {image} does not exist");
+                    return;
+                }
+                Presence::Unusable(reason) => {
+                    row.verdict = Verdict::Failed;
+                    row.reason = format!("the {what} {image} cannot run here: {reason}");
+                    return;
+                }
+                Presence::Unknown(reason) => {
+                    row.verdict = Verdict::Unknown;
+                    row.reason = format!(
+                        "{}; but whether the {what} {image} exists is not known: {reason}",
+                        row.reason
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether `image` exists for `goarch` (its manifest, and for a single-platform image its
+    /// config's architecture), read once per run.
+    async fn present(&self, image: &str, goarch: &str, access: &Access) -> Presence {
+        let key = (
+            image.to_string(),
+            goarch.to_string(),
+            access.registry.access_key(),
+        );
+        let cell = lock(&self.reads.present).entry(key).or_default().clone();
+        cell.get_or_init(|| async {
+            let host = image.split('/').next().unwrap_or(image);
+            self.waiting_for(host, self.look_for(image, goarch, access))
+                .await
+        })
+        .await
+        .clone()
+    }
+
+    async fn look_for(&self, image: &str, goarch: &str, access: &Access) -> Presence {
+        if is_short_name(image) {
+            return Presence::Unknown(format!(
+                "{image} names no registry: the node resolves it through its registries.conf"
+            ));
+        }
+        let reference: ImageRef = match image.parse() {
+            Ok(r) => r,
+            Err(e) => return Presence::Unusable(format!("not a valid image reference: {e}")),
+        };
+        let registry = &access.registry;
+        let (raw, location) = match registry.manifest_located(&reference).await {
+            Ok(found) => found,
+            Err(Error::ImageNotFound { .. })
+            | Err(Error::MirrorsFailed {
+                all_not_found: true,
+                ..
+            }) => return Presence::Missing,
+            Err(e) => return Presence::Unknown(e.to_string()),
+        };
+        let pinned = location.pinned(&raw.digest);
+        let (platform, was_list) = match files::platform_manifest(
+            registry,
+            &pinned,
+            &raw.body,
+            goarch,
+            "device plugin image",
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(e @ (Error::NoPlatform { .. } | Error::UnsupportedManifest { .. })) => {
+                return Presence::Unusable(e.to_string());
+            }
+            Err(e) => return Presence::Unknown(e.to_string()),
+        };
+        if was_list {
+            return Presence::Exists;
+        }
+        match files::small_blob(registry, &pinned, &platform.config, CONFIG_LIMIT).await {
+            Ok(config) => {
+                let architecture = serde_json::from_slice::<serde_json::Value>(&config)
+                    .ok()
+                    .and_then(|c| c["architecture"].as_str().map(str::to_string));
+                match architecture.filter(|a| !a.is_empty() && a != goarch) {
+                    Some(arch) => Presence::Unusable(format!(
+                        "it is a linux/{arch} image; the nodes are linux/{goarch}"
+                    )),
+                    None => Presence::Exists,
+                }
+            }
+            Err(e) => Presence::Unknown(e.to_string()),
+        }
     }
 
     /// The certificate of a Module's sign section (its certSecret's `cert`), read once per
@@ -1088,6 +1210,15 @@ impl Checker {
     ) -> (Verdict, String) {
         let namespace = &module.metadata.namespace;
         let image = &resolved.image;
+        if module.day1 {
+            return (
+                Verdict::Failed,
+                format!(
+                    "image {image} does not exist: the day-1 loader pulls it when a node boots \
+                     this kernel, and nothing builds it; push it before the upgrade"
+                ),
+            );
+        }
         if let Some(build) = &resolved.build {
             let mut needed: Vec<(ObjectKind, String, &str)> = Vec::new();
             match build
@@ -1579,6 +1710,7 @@ mod tests {
             waits_forever: false,
             deep: None,
             dtk_kernel: None,
+            day1: false,
         };
         let summary = Summary::of(&[
             row(Verdict::Ready),

@@ -111,9 +111,9 @@ impl Loaded {
             .to_string();
         let group = object["apiVersion"].as_str().unwrap_or_default();
         match kind.as_str() {
-            "Module" if group.starts_with("kmm.sigs.x-k8s.io/") => {
+            "Module" | "BootModuleConfig" if group.starts_with("kmm.sigs.x-k8s.io/") => {
                 if name.is_empty() {
-                    return Err(format!("{label}: a Module has no metadata.name"));
+                    return Err(format!("{label}: a {kind} has no metadata.name"));
                 }
                 self.modules.push(object);
                 self.module_files.push(label.to_string());

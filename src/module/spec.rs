@@ -28,6 +28,9 @@ pub struct Metadata {
 pub struct Module {
     #[serde(default)]
     pub metadata: Metadata,
+    /// A day-1 `BootModuleConfig`, checked as the Module its loader amounts to.
+    #[serde(skip)]
+    pub day1: bool,
     #[serde(default)]
     pub spec: ModuleSpec,
 }
@@ -41,6 +44,24 @@ pub struct ModuleSpec {
     pub module_loader: Option<ModuleLoader>,
     #[serde(default)]
     pub image_repo_secret: Option<LocalRef>,
+    #[serde(default)]
+    pub device_plugin: Option<DevicePlugin>,
+}
+
+/// `spec.devicePlugin`: only its images matter here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicePlugin {
+    #[serde(default)]
+    pub container: Option<ImageOnly>,
+    #[serde(default)]
+    pub init_container: Option<ImageOnly>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ImageOnly {
+    #[serde(default)]
+    pub image: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -183,6 +204,55 @@ impl Module {
         })
     }
 
+    /// A `BootModuleConfig` as the Module the day-1 loader amounts to: the image
+    /// `<kernelModuleImage>:<kernel>`, `kernelModuleName` under `/opt/lib/modules/<kernel>/`,
+    /// its firmware under `firmwareFilesPath`, on the nodes of the pool (labelled
+    /// `node-role.kubernetes.io/<pool>`, as MachineConfigPools select them).
+    pub fn from_boot_config(value: &Value) -> Result<Module, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Spec {
+            kernel_module_image: String,
+            kernel_module_name: String,
+            machine_config_pool_name: String,
+            #[serde(default)]
+            firmware_files_path: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Bmc {
+            #[serde(default)]
+            metadata: Metadata,
+            spec: Spec,
+        }
+        let bmc: Bmc = serde_path_to_error::deserialize(value.clone())
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        let spec = &bmc.spec;
+        let mut modprobe = serde_json::json!({
+            "moduleName": spec.kernel_module_name,
+            "dirName": DEFAULT_DIR_NAME,
+        });
+        if let Some(firmware) = spec.firmware_files_path.as_ref().filter(|f| !f.is_empty()) {
+            modprobe["firmwarePath"] = Value::String(firmware.clone());
+        }
+        let as_module = serde_json::json!({
+            "metadata": {"name": bmc.metadata.name, "namespace": bmc.metadata.namespace,
+                         "deletionTimestamp": bmc.metadata.deletion_timestamp},
+            "spec": {
+                "selector": {format!("node-role.kubernetes.io/{}", spec.machine_config_pool_name): ""},
+                "moduleLoader": {"container": {
+                    "modprobe": modprobe,
+                    "kernelMappings": [{
+                        "regexp": "^.+$",
+                        "containerImage": format!("{}:${{KERNEL_FULL_VERSION}}", spec.kernel_module_image),
+                    }],
+                }},
+            },
+        });
+        let mut module = Module::from_value(&as_module)?;
+        module.day1 = true;
+        Ok(module)
+    }
+
     pub fn is_deleting(&self) -> bool {
         self.metadata.deletion_timestamp.is_some()
     }
@@ -191,6 +261,24 @@ impl Module {
     /// (device-plugin or DRA-only Modules have none, kmm-api.md §4.2).
     pub fn container(&self) -> Option<&Container> {
         self.spec.module_loader.as_ref()?.container.as_ref()
+    }
+
+    /// The device plugin's images: (what, image), the container's first.
+    pub fn device_plugin_images(&self) -> Vec<(&'static str, &str)> {
+        let Some(plugin) = &self.spec.device_plugin else {
+            return Vec::new();
+        };
+        [
+            ("device plugin image", plugin.container.as_ref()),
+            (
+                "device plugin init container image",
+                plugin.init_container.as_ref(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(what, c)| Some((what, c?.image.as_str())))
+        .filter(|(_, image)| !image.is_empty())
+        .collect()
     }
 
     /// `namespace/name`, for messages.

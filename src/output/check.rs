@@ -143,7 +143,12 @@ impl Tabular for CheckReport {
         self.modules
             .iter()
             .map(|m| {
-                let mut cells = vec![m.namespace.clone(), m.name.clone(), m.kernel.clone()];
+                let name = if m.day1 {
+                    format!("{} (day-1)", m.name)
+                } else {
+                    m.name.clone()
+                };
+                let mut cells = vec![m.namespace.clone(), name, m.kernel.clone()];
                 if wide {
                     cells.push(m.image.clone().unwrap_or_else(|| "-".into()));
                 }
@@ -376,6 +381,7 @@ mod tests {
             waits_forever: false,
             deep: None,
             dtk_kernel: None,
+            day1: false,
         }
     }
 

@@ -487,7 +487,10 @@ async fn deep_makes_the_kernels_load_decision() {
         "the Module signs its modules, but the image's do not verify against its certificate: \
          mlx5_core.ko: no signature appended"
     );
-    assert_eq!(deep("unsigned")["files"][0]["signature"]["status"], "unsigned");
+    assert_eq!(
+        deep("unsigned")["files"][0]["signature"]["status"],
+        "unsigned"
+    );
     assert_eq!(verdict("ordered"), "Failed");
     assert!(
         reason("ordered").starts_with("mlx5_ib.ko: symbol `pci_enable_device` CRC 0x0bad0bad"),

@@ -9,6 +9,7 @@ mod apiserver;
 mod check;
 mod cli;
 mod cluster_access;
+mod day1;
 mod deep;
 mod docs;
 mod dtk;

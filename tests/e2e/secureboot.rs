@@ -83,6 +83,33 @@ async fn world(keys: &Keys) -> TestCluster {
         let spec = add(&c, name, "mlx5_core", &k, tree_of(&k, &[ko])).await;
         c.api.add_module("nic", name, spec);
     }
+    // What README shows: the nodes trust this year's MOK; one driver is still signed by last
+    // year's, one is signed by KMM with the key its certSecret holds.
+    for (name, key) in [("ice", &keys.current), ("qat", &keys.rotated_out)] {
+        let ko = Ko::new(name)
+            .license("GPL")
+            .imports(&["printk"])
+            .versions(&GOOD)
+            .signed_with(key, "sha256");
+        let spec = add(&c, &format!("drivers-{name}"), name, &k, tree_of(&k, &[ko])).await;
+        c.api.add_module("drivers", name, spec);
+    }
+    c.api.add_secret(
+        "drivers",
+        "kmm-key",
+        &[("key", b"never read by the plugin")],
+    );
+    c.api
+        .add_secret("drivers", "kmm-cert", &[("cert", &keys.kmm.cert_der)]);
+    let ko = Ko::new("nvme_tcp")
+        .license("GPL")
+        .imports(&["printk"])
+        .versions(&GOOD)
+        .signed_with(&keys.kmm, "sha256");
+    let mut spec = add(&c, "drivers-nvme", "nvme_tcp", &k, tree_of(&k, &[ko])).await;
+    signing(&mut spec, &addr, "kmm-cert");
+    c.api.add_module("drivers", "nvme-tcp", spec);
+
     // KMM signs: its certSecret's certificate must verify the image's modules.
     c.api
         .add_secret("secure", "kmm-key", &[("key", b"never read by the plugin")]);
@@ -314,6 +341,19 @@ async fn signatures_are_verified_as_the_kernel_verifies_them() {
         format!("{refused}no signature appended")
     );
     assert_eq!(verdict(&sb, "kmm-signed"), "Loads");
+
+    // README shows a run with this year's MOK alone (captures of world `secureboot`), from the
+    // directory holding mok.der.
+    std::fs::write(c.ctx.home.path().join("mok.der"), &keys.current.cert_der).unwrap();
+    let captures = support::docs::of_world("secureboot");
+    assert!(!captures.is_empty(), "README shows this world");
+    let mut replayed = Vec::new();
+    for capture in captures {
+        let outputs = support::docs::replay(&capture, &c.ctx, &c.registry.addr).await;
+        replayed.push((capture, outputs));
+    }
+    let failures = support::docs::differences(&replayed);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 
     // A certificate file that is not one, or is not there: exit 2, naming it.
     let junk = dir.path().join("junk.pem");

@@ -34,6 +34,14 @@ pub const WORLDS: &[(&str, &str)] = &[
         "fleet::every_fleet_capture_is_what_the_binary_prints",
     ),
     ("hub", "hub::every_hub_capture_is_what_the_binary_prints"),
+    (
+        "secureboot",
+        "secureboot::signatures_are_verified_as_the_kernel_verifies_them",
+    ),
+    (
+        "nodeos",
+        "nodeos::check_checks_the_kernel_the_nodes_boot_when_the_dtk_disagrees",
+    ),
 ];
 
 /// The markdown files a reader is sent to: README.md and docs/*.md.
@@ -214,8 +222,10 @@ pub async fn run_merged(ctx: &Context, args: &[String]) -> (i32, Vec<String>) {
             .unwrap()
     };
     let mut command = tokio::process::Command::new(kubectl);
+    // In the isolated HOME, where a test puts the files a capture names (`mok.der`).
     command
         .args(args)
+        .current_dir(ctx.home.path())
         .stdin(std::process::Stdio::null())
         .stdout(append())
         .stderr(append());

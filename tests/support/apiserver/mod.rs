@@ -94,6 +94,7 @@ pub fn kmm_crds(kmm: Kmm) -> Vec<Value> {
         Kmm::Ocp24 => vec![
             fixture("kmm-2.4-and-later/preflightvalidations.yaml"),
             fixture("kmm-2.4-and-later/preflightvalidationsocp.yaml"),
+            fixture("kmm-2.4-and-later/bootmoduleconfigs.yaml"),
             module,
         ],
         Kmm::Ocp23 => vec![
