@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use support::apiserver::{ApiServer, Kmm};
 use support::bench::{self, KERNEL, env_or, kmod_images};
-use support::fixtures::{self, dtk_json, image_references, payload_layer, push_payload};
+use support::fixtures::{self, dtk_json, payload_layer, push_payload};
 use support::images::{Image, Pusher, TarLayer};
 use support::measure::{self, Measured, measure};
 use support::registry::TestRegistry;
@@ -79,7 +79,17 @@ async fn run(dtk_mib: u64, base_mib: u64) {
             .finish(),
     );
     let dtk = pusher.push_image("ocp/art-dev", None, &dtk).await;
-    let refs = image_references(VERSION, Some(&dtk.reference), &reg.addr);
+    // The node OS image, whose labels give the kernel the nodes boot: read beside the DTK.
+    let os =
+        fixtures::push_node_os(&pusher, KERNEL, "amd64", fixtures::NodeOsForm::KernelLabel).await;
+    let refs = fixtures::image_references_tags(
+        VERSION,
+        &[
+            ("driver-toolkit", &dtk.reference),
+            ("rhel-coreos", &os.reference),
+        ],
+        &reg.addr,
+    );
     let metadata = fixtures::release_metadata(VERSION, false);
     let tag = format!("{VERSION}-x86_64");
     let release = push_payload(
