@@ -576,15 +576,7 @@ async fn deep_makes_the_kernels_load_decision() {
     );
 
     // What a person sees: docs/check.md shows this run (captures of world `deep`).
-    let captures = support::docs::of_world("deep");
-    assert!(!captures.is_empty(), "docs/check.md shows this world");
-    let mut replayed = Vec::new();
-    for capture in captures {
-        let outputs = support::docs::replay(&capture, &c.ctx, &c.registry.addr).await;
-        replayed.push((capture, outputs));
-    }
-    let failures = support::docs::differences(&replayed);
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    support::docs::assert_world("deep", &c.ctx, &c.registry.addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

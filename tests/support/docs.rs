@@ -278,6 +278,20 @@ pub async fn replay(capture: &Capture, ctx: &Context, registry: &str) -> Vec<Vec
     outputs
 }
 
+/// Replay every capture of `world` against one test cluster and assert the pages show what the
+/// binary prints (`KMM_DOCS_BLESS` rewrites them, as `differences` says).
+pub async fn assert_world(world: &str, ctx: &Context, registry: &str) {
+    let captures = of_world(world);
+    assert!(!captures.is_empty(), "no page shows world {world}");
+    let mut replayed = Vec::new();
+    for capture in captures {
+        let outputs = replay(&capture, ctx, registry).await;
+        replayed.push((capture, outputs));
+    }
+    let failures = differences(&replayed);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// How each capture differs from its replay (empty when none does). With `KMM_DOCS_BLESS`,
 /// the pages are rewritten from the replays where no `…` line stands.
 pub fn differences(replayed: &[(Capture, Vec<Vec<String>>)]) -> Vec<String> {
