@@ -2,6 +2,7 @@
 //!
 //! Flow: `cli` (flags) → `commands` (orchestration) → `release` / `registry` (core) → `output`.
 
+pub mod boot;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
@@ -27,6 +28,11 @@ pub fn complete_main() -> ExitCode {
 
 /// Parse the command line, run, and turn the outcome into the documented exit code.
 pub fn main() -> ExitCode {
+    // `check --boot`'s VM runs this binary as its /init.
+    #[cfg(target_os = "linux")]
+    if boot::guest::is_init() {
+        boot::guest::run();
+    }
     // One rustls provider for kube and the registry client alike; failing means one is set.
     let _ = rustls::crypto::ring::default_provider().install_default();
 

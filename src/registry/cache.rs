@@ -41,12 +41,21 @@ impl Cache {
 
     /// Write atomically (temp file + rename) so a concurrent reader never sees half a file.
     pub fn put<T: Serialize>(&self, namespace: &str, key: &str, value: &T) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+        self.put_bytes(namespace, key, &bytes)
+    }
+
+    /// A file kept as it is (a kernel image, a module): what `put_bytes` wrote.
+    pub fn get_bytes(&self, namespace: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.path(namespace, key)?).ok()
+    }
+
+    pub fn put_bytes(&self, namespace: &str, key: &str, bytes: &[u8]) -> std::io::Result<()> {
         let Some(path) = self.path(namespace, key) else {
             return Ok(());
         };
         let dir = path.parent().unwrap_or(&path);
         std::fs::create_dir_all(dir)?;
-        let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &path)
@@ -68,6 +77,12 @@ mod tests {
         let path = cache.path("ns", "k").unwrap();
         std::fs::write(&path, b"{garbage").unwrap();
         assert_eq!(cache.get::<String>("ns", "k"), None);
+        cache.put_bytes("raw", "k", b"\x7fELF").unwrap();
+        assert_eq!(
+            cache.get_bytes("raw", "k").as_deref(),
+            Some(&b"\x7fELF"[..])
+        );
+        assert_eq!(cache.get_bytes("raw", "other"), None);
         let off = Cache::new(true);
         off.put("ns", "k", &1).unwrap();
         assert_eq!(off.get::<i32>("ns", "k"), None);
