@@ -93,9 +93,10 @@ async fn run(filler_mib: u64, symbols: usize) {
         pusher
             .push_image(&format!("bench/vendor{m}"), Some(&kernel), &tree.image())
             .await;
-        documents.push(format!(
-            "apiVersion: kmm.sigs.x-k8s.io/v1beta1\nkind: Module\nmetadata:\n  name: vendor{m}\n  namespace: bench\nspec:\n  selector:\n    node-role.kubernetes.io/worker: \"\"\n  moduleLoader:\n    container:\n      modprobe:\n        moduleName: vendor{m}\n      kernelMappings:\n      - regexp: '^.+$'\n        containerImage: {}/bench/vendor{m}:${{KERNEL_FULL_VERSION}}\n",
-            registry.addr
+        documents.push(support::bench::module_document(
+            &registry.addr,
+            m,
+            &format!("vendor{m}"),
         ));
     }
     let home = tempfile::tempdir().unwrap();

@@ -166,9 +166,16 @@ Examples:
   kubectl kmm check --hub --release 4.19.0
   kubectl kmm check --hub --cgu ztp/upgrade-4-19
 
+  # Load every module in the release's kernel itself, in a throw-away qemu VM
+  kubectl kmm check --release 4.19.0 --boot
+
 Verdicts, one per Module and kernel:
   Loads      --deep: Ready, and the kernel's own checks accept every module file (vermagic,
-             symbol CRCs, licence, namespaces) against the driver-toolkit's Module.symvers
+             symbol CRCs, licence, namespaces) against the driver-toolkit's Module.symvers;
+             --boot: the target kernel loaded every file in a VM, each init returned 0
+  Inconclusive
+             --boot: the target kernel linked every file but an init returned an error, as a
+             driver without its device does (not a failure: the exit code counts it as passed)
   Ready      the image holds everything modprobe needs for that kernel, where the node's worker
              looks (whether the kernel accepts the files is what --deep adds)
   WillBuild  the image does not exist, and KMM has what it needs to build it
@@ -181,7 +188,7 @@ Verdicts, one per Module and kernel:
   TimedOut (--timeout passed before every Module was checked, and none of those checked failed).
 
 Exit codes:
-  0  every Module is Loads, Ready, WillBuild or WillSign, or the cluster has no Module (said
+  0  every Module is Loads, Inconclusive, Ready, WillBuild or WillSign, or the cluster has no Module (said
      so); --updates or several --release: a listed release is safe for every Module
   1  a Module is Failed (also when --timeout passed after one had failed); --updates: no
      listed release is safe
@@ -434,8 +441,19 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "hub")]
     pub trusted_cert: Vec<std::path::PathBuf>,
 
+    /// Load every module file of a Ready Module in the target kernel itself: a throw-away qemu
+    /// VM boots the driver-toolkit's kernel image with only the Modules' files and their
+    /// in-tree dependencies (implies --deep; needs qemu-system-<arch>, KVM when usable)
+    #[arg(long, conflicts_with = "hub")]
+    pub boot: bool,
+
+    /// With --boot: the plugin's Linux binary to run as the VM's /init, for a kernel of another
+    /// architecture than this machine's or from macOS and Windows (default: this binary)
+    #[arg(long, value_name = "FILE", requires = "boot")]
+    pub boot_init: Option<std::path::PathBuf>,
+
     /// With --kernel and --deep: the driver-toolkit image that carries those kernels' devel files
-    #[arg(long, value_name = "IMAGE", requires = "kernel", requires = "deep", value_parser = image_reference)]
+    #[arg(long, value_name = "IMAGE", requires = "kernel", value_parser = image_reference)]
     pub dtk_image: Option<String>,
 
     /// A kernel to check against, as `uname -r` prints it (repeatable; instead of --release)

@@ -10,7 +10,7 @@ use crate::cluster::clusterversion::{self, Risk};
 use crate::cluster::{Cluster, kmm};
 use crate::error::{Error, ExitStatus, Result};
 use crate::module::check::{
-    Checker, Inspected, Lookup, ObjectKind, Objects, Outcome, Plan, Row, Target,
+    BootConfig, Checker, Inspected, Lookup, ObjectKind, Objects, Outcome, Plan, Row, Target,
 };
 use crate::module::kernels::NodeInfo;
 use crate::module::signature::{Trust, TrustedCert};
@@ -132,6 +132,7 @@ impl Setup {
         objects: Arc<dyn Objects>,
         term: &Term,
         deep: Option<Trust>,
+        boot: Option<Arc<BootConfig>>,
     ) -> Arc<Checker> {
         let notifier = {
             let term = term.clone();
@@ -140,7 +141,8 @@ impl Setup {
         Arc::new(
             Checker::new(registry.clone(), shared.cache.clone(), objects, notifier)
                 .with_reads(shared.reads.clone())
-                .with_deep(deep),
+                .with_deep(deep)
+                .with_boot(boot),
         )
     }
 
@@ -158,6 +160,8 @@ struct Inputs {
     loaded: Option<source::Loaded>,
     /// `--deep` (or a flag that implies it) with `--trusted-cert` and `--secure-boot`.
     deep: Option<Trust>,
+    /// `--boot`, with `--boot-init`.
+    boot: Option<Arc<BootConfig>>,
 }
 
 impl Inputs {
@@ -201,38 +205,59 @@ impl Inputs {
                 "list the releases with --release instead",
             ));
         }
-        let deep = (args.deep || args.secure_boot || !args.trusted_cert.is_empty()).then(|| {
-            let mut certs = Vec::new();
-            for path in &args.trusted_cert {
-                let origin = format!("--trusted-cert {}", path.display());
-                let read = std::fs::read(path)
-                    .map_err(|e| format!("{origin}: {e}"))
-                    .and_then(|bytes| TrustedCert::parse(&bytes, &origin));
-                match read {
-                    Ok(found) => certs.extend(found),
-                    Err(message) => {
-                        return Err(Error::invalid(
-                            message,
-                            "name a certificate file, PEM or DER (mokutil --export writes DER)",
-                        ));
+        let boot = match args.boot.then(|| BootConfig::new(args.boot_init.clone())) {
+            None => None,
+            Some(Ok(boot)) => Some(Arc::new(boot)),
+            Some(Err(message)) => {
+                return Err(Error::invalid(
+                    format!("--boot-init: {message}"),
+                    "name the plugin's Linux binary for the kernel's architecture (from its krew \
+                     archive)",
+                ));
+            }
+        };
+        if args.dtk_image.is_some()
+            && !(args.deep || args.boot || args.secure_boot || !args.trusted_cert.is_empty())
+        {
+            return Err(Error::invalid(
+                "--dtk-image names the driver-toolkit that --deep reads, and --deep was not given",
+                "add --deep (or --boot) to make the kernel's own load decision",
+            ));
+        }
+        let deep = (args.deep || args.boot || args.secure_boot || !args.trusted_cert.is_empty())
+            .then(|| {
+                let mut certs = Vec::new();
+                for path in &args.trusted_cert {
+                    let origin = format!("--trusted-cert {}", path.display());
+                    let read = std::fs::read(path)
+                        .map_err(|e| format!("{origin}: {e}"))
+                        .and_then(|bytes| TrustedCert::parse(&bytes, &origin));
+                    match read {
+                        Ok(found) => certs.extend(found),
+                        Err(message) => {
+                            return Err(Error::invalid(
+                                message,
+                                "name a certificate file, PEM or DER (mokutil --export writes DER)",
+                            ));
+                        }
                     }
                 }
-            }
-            for cert in &certs {
-                if let Some(problem) = cert.key_problem() {
-                    term.warn(&format!("{}: {problem}", cert.origin));
+                for cert in &certs {
+                    if let Some(problem) = cert.key_problem() {
+                        term.warn(&format!("{}: {problem}", cert.origin));
+                    }
                 }
-            }
-            Ok(Trust {
-                certs,
-                secure_boot: args.secure_boot,
-            })
-        });
+                Ok(Trust {
+                    certs,
+                    secure_boot: args.secure_boot,
+                })
+            });
         Ok(Inputs {
             listed,
             release_repo,
             loaded,
             deep: deep.transpose()?,
+            boot,
         })
     }
 
@@ -474,6 +499,7 @@ async fn prepare(
         objects,
         term,
         inputs.deep.clone(),
+        inputs.boot.clone(),
     );
     Ok(Setup {
         cluster,

@@ -361,6 +361,7 @@ pub async fn run(
         Setup::cluster_objects(hub.clone()),
         term,
         args.deep.then(Trust::default),
+        None,
     );
     let offers: HashMap<String, Vec<Wanted>> = infos
         .unwrap_or_default()
@@ -594,6 +595,7 @@ pub async fn run(
                         waits_forever: false,
                         deep: None,
                         dtk_kernel: None,
+                        boot: None,
                         day1: false,
                     });
                 }

@@ -243,6 +243,7 @@ async fn arm(
             Setup::cluster_objects(cluster.clone()),
             term,
             args.deep.then(Trust::default),
+            None,
         )
     });
     if checker.is_some() {

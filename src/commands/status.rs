@@ -351,6 +351,7 @@ impl ClientSide {
             Setup::cluster_objects(cluster.clone()),
             term,
             args.deep.then(Trust::default),
+            None,
         );
         Ok(ClientSide {
             cluster: cluster.clone(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::deep::{self, CachedKo, Deep, KernelFacts, Loaded};
+
 use super::kernels::{self, Boot, NodeInfo, Variant};
 use super::ko;
 use super::layout::{self, Finding, Indexes, Wanted};
@@ -28,9 +29,19 @@ use crate::registry::manifest;
 use crate::registry::reference::ImageRef;
 use crate::release::DtkStream;
 
+mod in_vm;
+pub use in_vm::BootConfig;
+
 const CACHE_NAMESPACE: &str = "kmod-v1";
 /// `--deep`: the parsed modules of an image, and a driver-toolkit kernel's exports and vermagic.
 const DEEP_NAMESPACE: &str = "kmod-deep-v3";
+/// `--boot`: each module file of an image, decompressed, per image digest and path.
+const FILES_NAMESPACE: &str = "kmod-files-v1";
+
+/// The cache key of one module file of the image whose answer is cached under `image_key`.
+fn file_key(image_key: &str, path: &str) -> String {
+    format!("{image_key} {path}")
+}
 const KERNEL_NAMESPACE: &str = "dtk-kernel-v2";
 /// Module.symvers is a few MiB at most (RHEL 9: ~1.5 MiB).
 const SYMVERS_LIMIT: u64 = 64 * 1024 * 1024;
@@ -47,8 +58,12 @@ const MAX_REDIRECTS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Verdict {
-    /// `--deep`: the image has everything, and the kernel's own checks accept every module.
+    /// `--deep`: the image has everything, and the kernel's own checks accept every module
+    /// (`--boot`: the target kernel loaded them).
     Loads,
+    /// `--boot`: the target kernel linked every module, but an init returned an error (a
+    /// driver without its device): not a failure, and not a load proven either.
+    Inconclusive,
     /// The image has everything modprobe needs for the kernel.
     Ready,
     /// The image does not exist, and KMM has what it needs to build it.
@@ -65,7 +80,11 @@ impl Verdict {
     pub fn is_ok(self) -> bool {
         matches!(
             self,
-            Verdict::Loads | Verdict::Ready | Verdict::WillBuild | Verdict::WillSign
+            Verdict::Loads
+                | Verdict::Inconclusive
+                | Verdict::Ready
+                | Verdict::WillBuild
+                | Verdict::WillSign
         )
     }
 }
@@ -74,6 +93,7 @@ impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Verdict::Loads => "Loads",
+            Verdict::Inconclusive => "Inconclusive",
             Verdict::Ready => "Ready",
             Verdict::WillBuild => "WillBuild",
             Verdict::WillSign => "WillSign",
@@ -109,6 +129,9 @@ pub struct Row {
     /// A day-1 BootModuleConfig rather than a Module.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub day1: bool,
+    /// `--boot`: what the target kernel itself said, loading the files in a VM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<crate::boot::Boot>,
 }
 
 /// A kernel to check, and the architecture of the nodes that boot it (`amd64`, `arm64`, …).
@@ -439,6 +462,12 @@ pub struct Checker {
     deep: Option<Trust>,
     /// Each sign section's certificate, per certSecret.
     cert_secrets: Mutex<HashMap<(String, String), CertCell>>,
+    /// `--boot`: load every Module the deep check read in the target kernel, in a VM.
+    boot: Option<Arc<BootConfig>>,
+    /// `--boot`: the Modules waiting for their kernel's VM.
+    boot_queue: Mutex<Vec<in_vm::Candidate>>,
+    /// `check_jobs` calls so far: a boot queue entry names its call and job.
+    calls: AtomicU64,
     /// Every row decided so far, in the order decided: what a deadline leaves proven.
     decided: Mutex<Vec<Row>>,
     /// Reads under way per registry host. A read the deadline cut off stays counted: the
@@ -457,6 +486,14 @@ pub struct Inspected {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The architecture a single-platform image's config names, when it is not `goarch`.
+fn foreign_architecture(config: &[u8], goarch: &str) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|c| c["architecture"].as_str().map(str::to_string))
+        .filter(|a| !a.is_empty() && a != goarch)
 }
 
 /// A reference without a registry host: the node resolves it through its registries.conf.
@@ -482,6 +519,9 @@ impl Checker {
             secrets: Mutex::default(),
             deep: None,
             cert_secrets: Mutex::default(),
+            boot: None,
+            boot_queue: Mutex::default(),
+            calls: AtomicU64::new(0),
             decided: Mutex::default(),
             waiting: Mutex::default(),
         }
@@ -523,6 +563,12 @@ impl Checker {
         self
     }
 
+    /// `--boot`, with what it needs to run the VM.
+    pub fn with_boot(mut self, boot: Option<Arc<BootConfig>>) -> Self {
+        self.boot = boot;
+        self
+    }
+
     /// Share what is read with other checkers (other clusters of a fleet).
     pub fn with_reads(mut self, reads: Arc<Reads>) -> Self {
         self.reads = reads;
@@ -546,23 +592,29 @@ impl Checker {
     /// Check the jobs concurrently (bounded); rows in the jobs' order, each job's note after its
     /// reason.
     pub async fn check_jobs(&self, jobs: &[Job<'_>]) -> Vec<Row> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut rows: Vec<(usize, Row)> = futures::stream::iter(jobs.iter().enumerate())
             .map(|(i, job)| async move {
-                let mut row = self.check_one(job.module, &job.target).await;
+                let mut row = self.check_one(job.module, &job.target, (call, i)).await;
                 if let Some(note) = &job.note {
                     row.reason = format!("{} ({note})", row.reason);
                 }
-                lock(&self.decided).push(row.clone());
+                lock(&self.decided).push(in_vm::until_booted(&row, self.boot.is_some()));
                 (i, row)
             })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
         rows.sort_by_key(|(i, _)| *i);
-        rows.into_iter().map(|(_, row)| row).collect()
+        let mut rows: Vec<Row> = rows.into_iter().map(|(_, row)| row).collect();
+        if self.boot.is_some() {
+            self.boot_all(call, &mut rows).await;
+            lock(&self.decided).extend(rows.iter().cloned());
+        }
+        rows
     }
 
-    async fn check_one(&self, module: &Module, target: &Target) -> Row {
+    async fn check_one(&self, module: &Module, target: &Target, job: (u64, usize)) -> Row {
         let row = Row {
             namespace: module.metadata.namespace.clone(),
             name: module.metadata.name.clone(),
@@ -574,16 +626,23 @@ impl Checker {
             waits_forever: false,
             deep: None,
             dtk_kernel: None,
+            boot: None,
             day1: module.day1,
         };
-        let mut row = self.check_resolved(module, target, row).await;
+        let mut row = self.check_resolved(module, target, row, job).await;
         if let Some(dtk_kernel) = &target.dtk_kernel {
             skewed(&mut row, dtk_kernel);
         }
         row
     }
 
-    async fn check_resolved(&self, module: &Module, target: &Target, mut row: Row) -> Row {
+    async fn check_resolved(
+        &self,
+        module: &Module,
+        target: &Target,
+        mut row: Row,
+        job: (u64, usize),
+    ) -> Row {
         let Some(container) = module.container() else {
             row.reason = "the Module has no moduleLoader: nothing is loaded".into();
             return row;
@@ -648,6 +707,16 @@ impl Checker {
         }
         if let Some(trust) = &self.deep {
             if row.verdict == Verdict::Ready {
+                if self.boot.is_some()
+                    && let Some(Ok(files)) = &kos
+                {
+                    lock(&self.boot_queue).push(in_vm::Candidate::new(
+                        job,
+                        module,
+                        target,
+                        files.clone(),
+                    ));
+                }
                 self.go_deep(&mut row, kos, target).await;
             }
             if row.deep.is_some() || row.verdict == Verdict::WillSign {
@@ -744,17 +813,12 @@ impl Checker {
             return Presence::Exists;
         }
         match files::small_blob(registry, &pinned, &platform.config, CONFIG_LIMIT).await {
-            Ok(config) => {
-                let architecture = serde_json::from_slice::<serde_json::Value>(&config)
-                    .ok()
-                    .and_then(|c| c["architecture"].as_str().map(str::to_string));
-                match architecture.filter(|a| !a.is_empty() && a != goarch) {
-                    Some(arch) => Presence::Unusable(format!(
-                        "it is a linux/{arch} image; the nodes are linux/{goarch}"
-                    )),
-                    None => Presence::Exists,
-                }
-            }
+            Ok(config) => match foreign_architecture(&config, goarch) {
+                Some(arch) => Presence::Unusable(format!(
+                    "it is a linux/{arch} image; the nodes are linux/{goarch}"
+                )),
+                None => Presence::Exists,
+            },
             Err(e) => Presence::Unknown(e.to_string()),
         }
     }
@@ -1038,7 +1102,7 @@ impl Checker {
         .await
         .map_err(|e| e.to_string())?;
         let symvers_path = format!("usr/src/kernels/{kernel}/Module.symvers");
-        let wants = vec![
+        let mut wants = vec![
             crate::registry::layers::Want::Path(symvers_path.clone()),
             crate::registry::layers::Want::FirstUnder {
                 dir: format!("usr/lib/modules/{kernel}/kernel"),
@@ -1049,6 +1113,17 @@ impl Checker {
                 contains: ".ko".into(),
             },
         ];
+        // `--boot` boots this kernel: its image and module index come in the same pass.
+        let boot_files = if self.boot.is_some() {
+            in_vm::boot_paths(kernel).to_vec()
+        } else {
+            Vec::new()
+        };
+        wants.extend(
+            boot_files
+                .iter()
+                .map(|p| crate::registry::layers::Want::Path(p.clone())),
+        );
         let found = files::find_first(
             &self.registry,
             &pinned,
@@ -1061,7 +1136,13 @@ impl Checker {
         .map_err(|e| e.to_string())?;
         let mut found = found.into_iter();
         let symvers = found.next().flatten();
-        let in_tree = found.flatten().next();
+        let (usr_lib, lib) = (found.next().flatten(), found.next().flatten());
+        let in_tree = usr_lib.or(lib);
+        for (path, file) in boot_files.iter().zip(found) {
+            if let Some((_, bytes)) = file {
+                in_vm::keep_dtk_file(&self.cache, &raw.digest, path, &bytes, &*self.notify);
+            }
+        }
         let Some((_, symvers)) = symvers else {
             return Err(format!(
                 "driver-toolkit {dtk} has no /{symvers_path} (the kernel's devel files)"
@@ -1453,7 +1534,17 @@ impl Checker {
             let cached = self.cache.get::<Cached>(CACHE_NAMESPACE, key)?;
             let needs_files = self.deep.is_some() && matches!(cached.finding, Finding::Ready(_));
             let kos = if needs_files {
-                Some(Ok(self.cache.get::<Vec<CachedKo>>(DEEP_NAMESPACE, key)?))
+                let mut kos = self.cache.get::<Vec<CachedKo>>(DEEP_NAMESPACE, key)?;
+                if self.boot.is_some() {
+                    // `--boot` needs the files themselves: without them, read the image again.
+                    for ko in kos.iter_mut().filter(|k| k.ko.is_ok()) {
+                        let bytes = self
+                            .cache
+                            .get_bytes(FILES_NAMESPACE, &file_key(key, &ko.path))?;
+                        ko.bytes = Some(Arc::new(bytes));
+                    }
+                }
+                Some(Ok(kos))
             } else {
                 None
             };
@@ -1503,18 +1594,11 @@ impl Checker {
                 return None;
             }
             match files::small_blob(&registry, &pinned, &platform.config, CONFIG_LIMIT).await {
-                Ok(config) => {
-                    let architecture = serde_json::from_slice::<serde_json::Value>(&config)
-                        .ok()
-                        .and_then(|c| c["architecture"].as_str().map(str::to_string));
-                    architecture
-                        .filter(|a| !a.is_empty() && a != goarch)
-                        .map(|arch| {
-                            ImageState::Unusable(format!(
-                                "{shown} is a linux/{arch} image; the nodes are linux/{goarch}"
-                            ))
-                        })
-                }
+                Ok(config) => foreign_architecture(&config, goarch).map(|arch| {
+                    ImageState::Unusable(format!(
+                        "{shown} is a linux/{arch} image; the nodes are linux/{goarch}"
+                    ))
+                }),
                 Err(e) => Some(ImageState::Unknown(e.to_string())),
             }
         };
@@ -1554,10 +1638,19 @@ impl Checker {
             let kos = self
                 .read_modules(&registry, &pinned, &platform, &paths)
                 .await;
-            if let Ok(kos) = &kos
-                && let Err(e) = self.cache.put(DEEP_NAMESPACE, &key, kos)
-            {
-                (self.notify)(format!("could not write the cache: {e}"));
+            if let Ok(kos) = &kos {
+                let files = kos
+                    .iter()
+                    .filter_map(|k| Some((file_key(&key, &k.path), k.bytes.as_ref()?)));
+                let mut files = files;
+                let written = files
+                    .try_for_each(|(file, bytes)| {
+                        self.cache.put_bytes(FILES_NAMESPACE, &file, bytes)
+                    })
+                    .and_then(|()| self.cache.put(DEEP_NAMESPACE, &key, kos));
+                if let Err(e) = written {
+                    (self.notify)(format!("could not write the cache: {e}"));
+                }
             }
             Some(kos.map_err(|e| format!("{shown}: {e}")))
         } else {
@@ -1590,16 +1683,24 @@ impl Checker {
         let contents = files::read_files(registry, image, platform, &wanted, ko::MAX_MODULE_SIZE)
             .await
             .map_err(|e| e.to_string())?;
+        let keep = self.boot.is_some();
         Ok(paths
             .iter()
             .map(|path| {
-                let ko = match contents.get(path) {
-                    Some(Some(bytes)) => ko::decompress(bytes).and_then(|b| ko::parse(&b)),
+                let read = match contents.get(path) {
+                    Some(Some(bytes)) => {
+                        ko::decompress(bytes).and_then(|b| Ok((ko::parse(&b)?, b)))
+                    }
                     _ => Err("not a regular file in the image".to_string()),
+                };
+                let (ko, bytes) = match read {
+                    Ok((ko, bytes)) => (Ok(ko), keep.then(|| Arc::new(bytes))),
+                    Err(e) => (Err(e), None),
                 };
                 CachedKo {
                     path: format!("/{path}"),
                     ko,
+                    bytes,
                 }
             })
             .collect())
@@ -1632,6 +1733,9 @@ pub struct Summary {
     /// `--deep` only (0 otherwise, and left out of JSON).
     #[serde(skip_serializing_if = "is_zero")]
     pub loads: usize,
+    /// `--boot` only.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inconclusive: usize,
     pub ready: usize,
     pub will_build: usize,
     pub will_sign: usize,
@@ -1647,7 +1751,7 @@ pub enum Outcome {
     Invalid,
     Failure,
     Unknown,
-    /// Every row is Loads, Ready, WillBuild or WillSign.
+    /// Every row is Loads, Inconclusive, Ready, WillBuild or WillSign.
     Success,
     /// Nothing was checked: there was no Module.
     NoModules,
@@ -1679,6 +1783,7 @@ impl Summary {
         Summary {
             total: rows.len(),
             loads: count(Verdict::Loads),
+            inconclusive: count(Verdict::Inconclusive),
             ready: count(Verdict::Ready),
             will_build: count(Verdict::WillBuild),
             will_sign: count(Verdict::WillSign),
@@ -1710,6 +1815,7 @@ mod tests {
             waits_forever: false,
             deep: None,
             dtk_kernel: None,
+            boot: None,
             day1: false,
         };
         let summary = Summary::of(&[

@@ -154,6 +154,7 @@ mod tests {
                 waits_forever,
                 deep: None,
                 dtk_kernel: None,
+                boot: None,
                 day1: false,
             }],
             checking: false,

@@ -570,6 +570,9 @@ pub fn judge(files: &[Loaded<'_>], kernel: &KernelFacts) -> Deep {
 pub struct CachedKo {
     pub path: String,
     pub ko: Result<Ko, String>,
+    /// `--boot`: the file itself, decompressed (kept in the cache apart, as it is).
+    #[serde(skip)]
+    pub bytes: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 #[cfg(test)]

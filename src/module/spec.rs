@@ -117,6 +117,9 @@ pub struct Modprobe {
     pub modules_loading_order: Vec<String>,
     #[serde(default)]
     pub raw_args: Option<ModprobeArgs>,
+    /// Given to `moduleName` when it is loaded.
+    #[serde(default)]
+    pub parameters: Vec<String>,
 }
 
 impl Modprobe {

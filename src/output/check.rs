@@ -79,7 +79,7 @@ impl CheckReport {
                 Style::new().green()
             }
             Verdict::Failed => Style::new().red().bold(),
-            Verdict::Unknown => Style::new().yellow(),
+            Verdict::Unknown | Verdict::Inconclusive => Style::new().yellow(),
         };
         let mut lines = super::align(&rows, &|r, c, cell| {
             if color && r > 0 && c == verdict_column {
@@ -110,6 +110,7 @@ impl CheckReport {
             |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let counts: Vec<String> = [
             (s.loads, "Loads"),
+            (s.inconclusive, "Inconclusive"),
             (s.ready, "Ready"),
             (s.will_build, "WillBuild"),
             (s.will_sign, "WillSign"),
@@ -381,6 +382,7 @@ mod tests {
             waits_forever: false,
             deep: None,
             dtk_kernel: None,
+            boot: None,
             day1: false,
         }
     }

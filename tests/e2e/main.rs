@@ -6,6 +6,7 @@
 mod support;
 
 mod apiserver;
+mod boot;
 mod check;
 mod cli;
 mod cluster_access;

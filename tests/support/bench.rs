@@ -17,6 +17,18 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 
 pub const KERNEL: &str = "5.14.0-570.19.1.el9_6.x86_64";
 
+/// A Module `bench/vendor<m>` (for `-f`) loading `module_name` from
+/// `<registry>/bench/vendor<m>:<kernel>`.
+pub fn module_document(registry: &str, m: usize, module_name: &str) -> String {
+    format!(
+        "apiVersion: kmm.sigs.x-k8s.io/v1beta1\nkind: Module\nmetadata:\n  name: vendor{m}\n  \
+         namespace: bench\nspec:\n  selector:\n    node-role.kubernetes.io/worker: \"\"\n  \
+         moduleLoader:\n    container:\n      modprobe:\n        moduleName: {module_name}\n      \
+         kernelMappings:\n      - regexp: '^.+$'\n        containerImage: \
+         {registry}/bench/vendor{m}:${{KERNEL_FULL_VERSION}}\n"
+    )
+}
+
 pub struct KmodImages {
     /// `address/bench/vendorN:vI-KERNEL`, one per image.
     pub references: Vec<String>,

@@ -42,6 +42,7 @@ pub const WORLDS: &[(&str, &str)] = &[
         "nodeos",
         "nodeos::check_checks_the_kernel_the_nodes_boot_when_the_dtk_disagrees",
     ),
+    ("boot", "boot::boot_loads_each_module_in_the_target_kernel"),
 ];
 
 /// The markdown files a reader is sent to: README.md and docs/*.md.
@@ -177,6 +178,8 @@ static PLACEHOLDERS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (r"\[\d+(m\d+)?s\]", "[Ns]"),
         (r"\(\d+(m\d+)?s\)", "(Ns)"),
         (r"git commit: [0-9a-f]+", "git commit: COMMIT"),
+        // Debian's kernel, which `--boot`'s tests boot: whichever the machine installed.
+        (r"\b\d+\.\d+\.\d+-\d+-amd64\b", "DEBIAN-KERNEL"),
     ]
     .into_iter()
     .map(|(p, r)| (Regex::new(p).unwrap(), r))
@@ -244,7 +247,20 @@ pub async fn run_merged(ctx: &Context, args: &[String]) -> (i32, Vec<String>) {
 /// A capture's `kubectl kmm …` words as kubectl's arguments, with `--insecure-registry
 /// <registry>` where the subcommand takes it.
 pub fn with_registry(words: &[String], registry: &str) -> Vec<String> {
-    let mut args: Vec<String> = words[1..].to_vec();
+    // The Debian kernel a page shows is the one this machine installed (world `boot`), and an
+    // image a page names is in the world's registry.
+    let debian = Regex::new(r"^\d+\.\d+\.\d+-\d+-amd64$").unwrap();
+    let local = Regex::new(r"127\.0\.0\.1:\d+").unwrap();
+    let mut args: Vec<String> = words[1..]
+        .iter()
+        .map(|w| {
+            if debian.is_match(w) {
+                super::realkernel::kernel().release.clone()
+            } else {
+                local.replace_all(w, registry).into_owned()
+            }
+        })
+        .collect();
     let takes_registry = matches!(
         args.get(1).map(String::as_str),
         Some("preflight" | "check" | "status" | "dtk")

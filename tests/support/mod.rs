@@ -15,6 +15,7 @@ pub mod measure;
 pub mod operator;
 pub mod proxy;
 pub mod pty;
+pub mod realkernel;
 pub mod registry;
 pub mod relay;
 pub mod sandbox;
