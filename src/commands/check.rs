@@ -984,7 +984,8 @@ pub(super) fn report_transfer(term: &Term, transferred: Transferred, inspected: 
     ));
     if inspected.dtk_bytes > 0 {
         term.info(&format!(
-            "--deep: {} bytes of driver-toolkit layers read for Module.symvers and the kernel's vermagic",
+            "--deep: {} bytes of driver-toolkit layers read for Module.symvers and the kernel's \
+             vermagic (--boot: and its image and in-tree modules)",
             inspected.dtk_bytes
         ));
     }

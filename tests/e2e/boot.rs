@@ -213,7 +213,13 @@ async fn boot_loads_each_module_in_the_target_kernel() {
 
     // Cached: the driver-toolkit's files and the modules are not read again, and the kernel
     // says the same.
-    let again = run("--boot").await.expect_code(1).json();
+    let again = plugin(&c, check(&dtk, &["--boot", "-v"])).await;
+    assert!(
+        !again.stderr.contains("bytes of driver-toolkit layers read"),
+        "{}",
+        again.stderr
+    );
+    let again = again.expect_code(1).json();
     for name in [
         "gpu-ok",
         "crc-user",

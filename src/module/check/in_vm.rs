@@ -16,9 +16,9 @@ use crate::boot::{self, Boot, BootResult, VmFile, VmModule, vm};
 use crate::module::deep::CachedKo;
 use crate::module::moddep::{self, DepLine};
 use crate::module::spec::Module;
+use crate::registry::files;
 use crate::registry::layers::Want;
 use crate::registry::reference::ImageRef;
-use crate::registry::{files, manifest};
 
 /// The driver-toolkit's kernel images and in-tree modules, per digest and path.
 const DTK_FILES_NAMESPACE: &str = "dtk-boot-v1";
@@ -293,8 +293,7 @@ impl Checker {
                 target.kernel
             ));
         };
-        let (image, digest) = self.dtk_image(&dtk, &target.goarch).await?;
-        let kernel = self.boot_kernel(&dtk, &image, &digest, target).await?;
+        let kernel = self.boot_kernel(&dtk, target).await?;
         let orders: Vec<Vec<Step>> = group
             .iter()
             .map(|c| load_order(c, &kernel.in_tree))
@@ -311,7 +310,7 @@ impl Checker {
         wanted.dedup();
         let dir = format!("usr/lib/modules/{}", target.kernel);
         let paths: Vec<String> = wanted.iter().map(|p| format!("{dir}/{p}")).collect();
-        let in_tree = self.dtk_files(&image, &digest, &paths).await?;
+        let in_tree = self.dtk_files(&dtk, &target.goarch, &paths).await?;
         let mut modules = Vec::new();
         let mut unreadable: HashMap<usize, String> = HashMap::new();
         for (i, (candidate, steps)) in group.iter().zip(&orders).enumerate() {
@@ -404,20 +403,40 @@ impl Checker {
             .collect())
     }
 
-    /// The driver-toolkit's platform image and its digest.
-    async fn dtk_image(
+    /// `paths` in the driver-toolkit `dtk`: from the cache when it has them all for the digest
+    /// the reference names (or, for a tag, the registry says), else read in one pass over its
+    /// layers. A cached run asks the registry nothing for an image named by digest.
+    async fn dtk_files(
         &self,
         dtk: &str,
         goarch: &str,
-    ) -> Result<((ImageRef, manifest::ImageManifest), String), String> {
+        paths: &[String],
+    ) -> Result<HashMap<String, Arc<Vec<u8>>>, String> {
+        let cached = |digest: &str| -> Option<HashMap<String, Arc<Vec<u8>>>> {
+            paths
+                .iter()
+                .map(|path| {
+                    let bytes = self
+                        .cache
+                        .get_bytes(DTK_FILES_NAMESPACE, &dtk_file_key(digest, path))?;
+                    Some((path.clone(), Arc::new(bytes)))
+                })
+                .collect()
+        };
         let reference: ImageRef = dtk
             .parse()
             .map_err(|e| format!("driver-toolkit {dtk}: {e}"))?;
+        if let Some(found) = reference.digest.as_deref().and_then(cached) {
+            return Ok(found);
+        }
         let (raw, location) = self
             .registry
             .manifest_located(&reference)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(found) = cached(&raw.digest) {
+            return Ok(found);
+        }
         let pinned = location.pinned(&raw.digest);
         let (platform, _) = files::platform_manifest(
             &self.registry,
@@ -428,46 +447,21 @@ impl Checker {
         )
         .await
         .map_err(|e| e.to_string())?;
-        Ok(((pinned, platform), raw.digest))
-    }
-
-    /// `paths` in the driver-toolkit (from the cache, else read in one pass over its layers).
-    async fn dtk_files(
-        &self,
-        (image, platform): &(ImageRef, manifest::ImageManifest),
-        digest: &str,
-        paths: &[String],
-    ) -> Result<HashMap<String, Arc<Vec<u8>>>, String> {
-        let mut found = HashMap::new();
-        let mut missing = Vec::new();
-        for path in paths {
-            match self
-                .cache
-                .get_bytes(DTK_FILES_NAMESPACE, &dtk_file_key(digest, path))
-            {
-                Some(bytes) => {
-                    found.insert(path.clone(), Arc::new(bytes));
-                }
-                None => missing.push(path.clone()),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(found);
-        }
-        let wants = missing.iter().map(|p| Want::Path(p.clone())).collect();
+        let wants = paths.iter().map(|p| Want::Path(p.clone())).collect();
         let read = files::find_first(
             &self.registry,
-            image,
-            platform,
+            &pinned,
+            &platform,
             wants,
             DTK_FILE_LIMIT,
             self.reads.deep_bytes.clone(),
         )
         .await
         .map_err(|e| e.to_string())?;
-        for (path, file) in missing.iter().zip(read) {
+        let mut found = HashMap::new();
+        for (path, file) in paths.iter().zip(read) {
             if let Some((_, bytes)) = file {
-                keep_dtk_file(&self.cache, digest, path, &bytes, &*self.notify);
+                keep_dtk_file(&self.cache, &raw.digest, path, &bytes, &*self.notify);
                 found.insert(path.clone(), Arc::new(bytes));
             }
         }
@@ -475,16 +469,10 @@ impl Checker {
     }
 
     /// The kernel image and the in-tree modules' dependencies of `target`'s kernel.
-    async fn boot_kernel(
-        &self,
-        dtk: &str,
-        image: &(ImageRef, manifest::ImageManifest),
-        digest: &str,
-        target: &Target,
-    ) -> Result<BootKernel, String> {
+    async fn boot_kernel(&self, dtk: &str, target: &Target) -> Result<BootKernel, String> {
         let [vmlinuz, index] = boot_paths(&target.kernel);
         let mut read = self
-            .dtk_files(image, digest, &[vmlinuz.clone(), index.clone()])
+            .dtk_files(dtk, &target.goarch, &[vmlinuz.clone(), index.clone()])
             .await?;
         let Some(kernel) = read.remove(&vmlinuz) else {
             return Err(format!(
