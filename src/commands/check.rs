@@ -216,42 +216,42 @@ impl Inputs {
                 ));
             }
         };
-        if args.dtk_image.is_some()
-            && !(args.deep || args.boot || args.secure_boot || !args.trusted_cert.is_empty())
-        {
+        // --boot, --secure-boot and --trusted-cert each imply --deep.
+        let deep_asked =
+            args.deep || args.boot || args.secure_boot || !args.trusted_cert.is_empty();
+        if args.dtk_image.is_some() && !deep_asked {
             return Err(Error::invalid(
                 "--dtk-image names the driver-toolkit that --deep reads, and --deep was not given",
                 "add --deep (or --boot) to make the kernel's own load decision",
             ));
         }
-        let deep = (args.deep || args.boot || args.secure_boot || !args.trusted_cert.is_empty())
-            .then(|| {
-                let mut certs = Vec::new();
-                for path in &args.trusted_cert {
-                    let origin = format!("--trusted-cert {}", path.display());
-                    let read = std::fs::read(path)
-                        .map_err(|e| format!("{origin}: {e}"))
-                        .and_then(|bytes| TrustedCert::parse(&bytes, &origin));
-                    match read {
-                        Ok(found) => certs.extend(found),
-                        Err(message) => {
-                            return Err(Error::invalid(
-                                message,
-                                "name a certificate file, PEM or DER (mokutil --export writes DER)",
-                            ));
-                        }
+        let deep = deep_asked.then(|| {
+            let mut certs = Vec::new();
+            for path in &args.trusted_cert {
+                let origin = format!("--trusted-cert {}", path.display());
+                let read = std::fs::read(path)
+                    .map_err(|e| format!("{origin}: {e}"))
+                    .and_then(|bytes| TrustedCert::parse(&bytes, &origin));
+                match read {
+                    Ok(found) => certs.extend(found),
+                    Err(message) => {
+                        return Err(Error::invalid(
+                            message,
+                            "name a certificate file, PEM or DER (mokutil --export writes DER)",
+                        ));
                     }
                 }
-                for cert in &certs {
-                    if let Some(problem) = cert.key_problem() {
-                        term.warn(&format!("{}: {problem}", cert.origin));
-                    }
+            }
+            for cert in &certs {
+                if let Some(problem) = cert.key_problem() {
+                    term.warn(&format!("{}: {problem}", cert.origin));
                 }
-                Ok(Trust {
-                    certs,
-                    secure_boot: args.secure_boot,
-                })
-            });
+            }
+            Ok(Trust {
+                certs,
+                secure_boot: args.secure_boot,
+            })
+        });
         Ok(Inputs {
             listed,
             release_repo,

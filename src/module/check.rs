@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::deep::{self, CachedKo, Deep, KernelFacts, Loaded};
-
 use super::kernels::{self, Boot, NodeInfo, Variant};
 use super::ko;
 use super::layout::{self, Finding, Indexes, Wanted};
@@ -37,11 +36,6 @@ const CACHE_NAMESPACE: &str = "kmod-v1";
 const DEEP_NAMESPACE: &str = "kmod-deep-v3";
 /// `--boot`: each module file of an image, decompressed, per image digest and path.
 const FILES_NAMESPACE: &str = "kmod-files-v1";
-
-/// The cache key of one module file of the image whose answer is cached under `image_key`.
-fn file_key(image_key: &str, path: &str) -> String {
-    format!("{image_key} {path}")
-}
 const KERNEL_NAMESPACE: &str = "dtk-kernel-v2";
 /// Module.symvers is a few MiB at most (RHEL 9: ~1.5 MiB).
 const SYMVERS_LIMIT: u64 = 64 * 1024 * 1024;
@@ -494,6 +488,11 @@ fn foreign_architecture(config: &[u8], goarch: &str) -> Option<String> {
         .ok()
         .and_then(|c| c["architecture"].as_str().map(str::to_string))
         .filter(|a| !a.is_empty() && a != goarch)
+}
+
+/// The cache key of one module file of the image whose answer is cached under `image_key`.
+fn file_key(image_key: &str, path: &str) -> String {
+    format!("{image_key} {path}")
 }
 
 /// A reference without a registry host: the node resolves it through its registries.conf.
