@@ -533,3 +533,78 @@ fn merge(row: &mut Row, boot: Boot) {
     }
     row.boot = Some(boot);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::ko::Ko;
+
+    fn ko(name: &str, depends: &[&str]) -> CachedKo {
+        CachedKo {
+            path: format!("/opt/lib/modules/k/extra/{name}.ko"),
+            ko: Ok(Ko {
+                name: Some(name.into()),
+                vermagic: None,
+                depends: depends.iter().map(|d| d.to_string()).collect(),
+                license: None,
+                import_ns: vec![],
+                versions: None,
+                undefined: vec![],
+                exports: vec![],
+                signature: None,
+            }),
+            bytes: None,
+        }
+    }
+
+    #[test]
+    fn modprobes_order() {
+        let target = Target {
+            kernel: "k".into(),
+            goarch: "amd64".into(),
+            dtk: None,
+            dtk_kernel: None,
+        };
+        let candidate = |order: &[&str]| Candidate {
+            job: (0, 0),
+            target: target.clone(),
+            files: vec![
+                ko("main", &["helper", "crc-itu-t", "builtin"]),
+                ko("helper", &[]),
+                ko("extra_fw", &[]),
+            ],
+            module_name: "main".into(),
+            order: order.iter().map(|o| o.to_string()).collect(),
+            params: String::new(),
+        };
+        let in_tree: BTreeMap<String, DepLine> = [(
+            "crc_itu_t".to_string(),
+            DepLine {
+                path: "kernel/lib/crc-itu-t.ko".into(),
+                depends: vec!["kernel/lib/base.ko".into()],
+            },
+        )]
+        .into();
+        let tree = |name: &str, path: &str| Step::InTree {
+            name: name.into(),
+            path: path.into(),
+        };
+        // Dependencies first (an in-tree one after its own), `moduleName` last; a name neither
+        // the Module's nor the driver-toolkit's (built in) is left to the kernel.
+        assert_eq!(
+            load_order(&candidate(&[]), &in_tree),
+            [
+                Step::Own(2),
+                Step::Own(1),
+                tree("base", "kernel/lib/base.ko"),
+                tree("crc_itu_t", "kernel/lib/crc-itu-t.ko"),
+                Step::Own(0),
+            ]
+        );
+        // modulesLoadingOrder: the last listed first.
+        assert_eq!(
+            load_order(&candidate(&["main", "extra_fw", "helper"]), &in_tree)[..2],
+            [Step::Own(1), Step::Own(2)]
+        );
+    }
+}
