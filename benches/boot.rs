@@ -16,7 +16,7 @@ use std::process::Command;
 
 use support::images::Pusher;
 use support::kmod::Tree;
-use support::measure::{self, Measured, measure, mib};
+use support::measure::{self, Measured, measure, mib, reported};
 use support::realkernel;
 use support::registry::TestRegistry;
 
@@ -27,17 +27,6 @@ fn main() {
     measure::helper_if_asked();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(run());
-}
-
-/// The number after `label` in the `-v` lines of a run (0 when the line is not there).
-fn reported(run: &Measured, label: &str) -> f64 {
-    run.stderr
-        .lines()
-        .find_map(|l| {
-            let rest = &l[l.find(label)? + label.len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or(0.0)
 }
 
 async fn run() {
@@ -105,10 +94,10 @@ async fn run() {
         assert_eq!(loads, MODULES, "{label}: {}", run.stdout);
         println!(
             "| {label} | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} MiB | {} |",
-            mib(reported(run, "--deep: ") as u64),
+            mib(reported(run, "--deep: ")),
             run.wall.as_secs_f64(),
-            reported(run, "booted to /init in "),
-            reported(run, "the VM ran "),
+            reported::<f64>(run, "booted to /init in "),
+            reported::<f64>(run, "the VM ran "),
             run.peak_rss_kib as f64 / 1024.0,
             accel(run)
         );

@@ -17,7 +17,7 @@ use support::bench::env_or;
 use support::fixtures::{DevelKernel, devel_dtk_image, kernel_for, push_release_with_dtk};
 use support::images::{Compression, Pusher};
 use support::kmod::{Ko, Tree};
-use support::measure::{self, Measured, measure, mib};
+use support::measure::{self, Measured, measure, mib, reported};
 use support::registry::TestRegistry;
 
 const MODULES: usize = 10;
@@ -29,17 +29,6 @@ fn main() {
     let symbols = env_or("KMM_BENCH_SYMBOLS", 20_000) as usize;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(run(filler, symbols));
-}
-
-/// The number after `label` in the `-v` lines of a run (0 when the line is not there).
-fn reported(run: &Measured, label: &str) -> u64 {
-    run.stderr
-        .lines()
-        .find_map(|l| {
-            let rest = &l[l.find(label)? + label.len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or(0)
 }
 
 async fn run(filler_mib: u64, symbols: usize) {

@@ -304,6 +304,19 @@ fn skewed(row: &mut Row, dtk_kernel: &str) {
     }
 }
 
+/// A driver-toolkit as `Checker::dtk_through_cache` found it.
+enum DtkRead<T> {
+    /// The cache answered.
+    Cached(T),
+    /// To be read: its digest, the digest its reference named, and its platform image.
+    Image {
+        digest: String,
+        named: Option<String>,
+        pinned: ImageRef,
+        platform: Box<manifest::ImageManifest>,
+    },
+}
+
 /// What a lookup of a Secret or ConfigMap found.
 #[derive(Debug, Clone)]
 pub enum Lookup<T> {
@@ -1060,14 +1073,54 @@ impl Checker {
             .clone()
     }
 
-    async fn read_kernel(&self, dtk: String, target: &Target) -> Result<Arc<KernelFacts>, String> {
-        let kernel = &target.kernel;
+    /// A driver-toolkit read through the cache: `cached` is asked with the digest the reference
+    /// names (no round trip when it answers), then with the one the registry answers for it;
+    /// only then is the image's platform manifest fetched, for reading its layers.
+    async fn dtk_through_cache<T>(
+        &self,
+        dtk: &str,
+        goarch: &str,
+        cached: impl Fn(&str) -> Option<T>,
+    ) -> Result<DtkRead<T>, String> {
         let reference: ImageRef = dtk
             .parse()
             .map_err(|e| format!("driver-toolkit {dtk}: {e}"))?;
+        if let Some(found) = reference.digest.as_deref().and_then(&cached) {
+            return Ok(DtkRead::Cached(found));
+        }
+        let (raw, location) = self
+            .registry
+            .manifest_located(&reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(found) = cached(&raw.digest) {
+            return Ok(DtkRead::Cached(found));
+        }
+        let pinned = location.pinned(&raw.digest);
+        let (platform, _) = files::platform_manifest(
+            &self.registry,
+            &pinned,
+            &raw.body,
+            goarch,
+            "driver-toolkit image",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(DtkRead::Image {
+            digest: raw.digest,
+            named: reference.digest,
+            pinned,
+            platform: Box::new(platform),
+        })
+    }
+
+    async fn read_kernel(&self, dtk: String, target: &Target) -> Result<Arc<KernelFacts>, String> {
+        let kernel = &target.kernel;
         let cache_key = |digest: &str| format!("{digest} {kernel} {}", target.goarch);
-        let from_cache = |key: &str| {
-            let cached = self.cache.get::<CachedKernel>(KERNEL_NAMESPACE, key)?;
+        let from_cache = |digest: &str| {
+            let cached = self
+                .cache
+                .get::<CachedKernel>(KERNEL_NAMESPACE, &cache_key(digest))?;
             let exports = deep::Symbols::from_compact(cached.symvers)?;
             Some(Arc::new(KernelFacts {
                 release: kernel.clone(),
@@ -1076,30 +1129,18 @@ impl Checker {
             }))
         };
         // A release names its driver-toolkit by digest: no round trip when it is cached.
-        if let Some(digest) = &reference.digest
-            && let Some(facts) = from_cache(&cache_key(digest))
+        let (digest, named, pinned, platform) = match self
+            .dtk_through_cache(&dtk, &target.goarch, from_cache)
+            .await?
         {
-            return Ok(facts);
-        }
-        let (raw, location) = self
-            .registry
-            .manifest_located(&reference)
-            .await
-            .map_err(|e| e.to_string())?;
-        let key = cache_key(&raw.digest);
-        if let Some(facts) = from_cache(&key) {
-            return Ok(facts);
-        }
-        let pinned = location.pinned(&raw.digest);
-        let (platform, _) = files::platform_manifest(
-            &self.registry,
-            &pinned,
-            &raw.body,
-            &target.goarch,
-            "driver-toolkit image",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+            DtkRead::Cached(facts) => return Ok(facts),
+            DtkRead::Image {
+                digest,
+                named,
+                pinned,
+                platform,
+            } => (digest, named, pinned, platform),
+        };
         let symvers_path = format!("usr/src/kernels/{kernel}/Module.symvers");
         let mut wants = vec![
             crate::registry::layers::Want::Path(symvers_path.clone()),
@@ -1139,7 +1180,7 @@ impl Checker {
         let in_tree = usr_lib.or(lib);
         for (path, file) in boot_files.iter().zip(found) {
             if let Some((_, bytes)) = file {
-                in_vm::keep_dtk_file(&self.cache, &raw.digest, path, &bytes, &*self.notify);
+                in_vm::keep_dtk_file(&self.cache, &digest, path, &bytes, &*self.notify);
             }
         }
         let Some((_, symvers)) = symvers else {
@@ -1168,11 +1209,11 @@ impl Checker {
             vermagic,
             symvers: facts.exports.compact().to_string(),
         };
-        let mut keys = vec![key];
-        if let Some(digest) = &reference.digest
-            && *digest != raw.digest
+        let mut keys = vec![cache_key(&digest)];
+        if let Some(named) = &named
+            && *named != digest
         {
-            keys.push(cache_key(digest));
+            keys.push(cache_key(named));
         }
         for key in keys {
             if let Err(e) = self.cache.put(KERNEL_NAMESPACE, &key, &cached) {

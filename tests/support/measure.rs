@@ -20,6 +20,17 @@ pub struct Measured {
     pub stderr: String,
 }
 
+/// The number after `label` in the `-v` lines of a run (zero when no line says it).
+pub fn reported<T: std::str::FromStr + Default>(run: &Measured, label: &str) -> T {
+    run.stderr
+        .lines()
+        .find_map(|l| {
+            let rest = &l[l.find(label)? + label.len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_default()
+}
+
 const HELPER_ENV: &str = "KMM_BENCH_MEASURE";
 
 /// Helper mode: run argv[1..] as a child, wait4(2) for it, and report its peak RSS.

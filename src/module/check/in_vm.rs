@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use super::{Checker, Row, Target, Verdict, lock};
+use super::{Checker, DtkRead, Row, Target, Verdict, lock};
 use crate::boot::payload::{self, InitPayload};
 use crate::boot::{self, Boot, BootResult, VmFile, VmModule, vm};
 use crate::module::deep::CachedKo;
@@ -18,7 +18,6 @@ use crate::module::moddep::{self, DepLine};
 use crate::module::spec::Module;
 use crate::registry::files;
 use crate::registry::layers::Want;
-use crate::registry::reference::ImageRef;
 
 /// The driver-toolkit's kernel images and in-tree modules, per digest and path.
 const DTK_FILES_NAMESPACE: &str = "dtk-boot-v1";
@@ -423,30 +422,15 @@ impl Checker {
                 })
                 .collect()
         };
-        let reference: ImageRef = dtk
-            .parse()
-            .map_err(|e| format!("driver-toolkit {dtk}: {e}"))?;
-        if let Some(found) = reference.digest.as_deref().and_then(cached) {
-            return Ok(found);
-        }
-        let (raw, location) = self
-            .registry
-            .manifest_located(&reference)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(found) = cached(&raw.digest) {
-            return Ok(found);
-        }
-        let pinned = location.pinned(&raw.digest);
-        let (platform, _) = files::platform_manifest(
-            &self.registry,
-            &pinned,
-            &raw.body,
-            goarch,
-            "driver-toolkit image",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let (digest, pinned, platform) = match self.dtk_through_cache(dtk, goarch, cached).await? {
+            DtkRead::Cached(found) => return Ok(found),
+            DtkRead::Image {
+                digest,
+                pinned,
+                platform,
+                ..
+            } => (digest, pinned, platform),
+        };
         let wants = paths.iter().map(|p| Want::Path(p.clone())).collect();
         let read = files::find_first(
             &self.registry,
@@ -461,7 +445,7 @@ impl Checker {
         let mut found = HashMap::new();
         for (path, file) in paths.iter().zip(read) {
             if let Some((_, bytes)) = file {
-                keep_dtk_file(&self.cache, &raw.digest, path, &bytes, &*self.notify);
+                keep_dtk_file(&self.cache, &digest, path, &bytes, &*self.notify);
                 found.insert(path.clone(), Arc::new(bytes));
             }
         }
